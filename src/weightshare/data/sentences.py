@@ -1,0 +1,42 @@
+"""Built-in English sentences, shipped as package data and read with importlib.resources.
+
+Two disjoint sets written for this project: ``eval_sentences()`` (held out, for measuring
+fidelity) and ``calibration_sentences()`` (for calibrating codebooks). Never measure on the
+calibration set. Both mix news, science, sport, cooking, travel, chat, support questions,
+legal and financial prose, medicine, history, code comments, shell and SQL in prose,
+instructions, reviews, poetry-like lines, numbers and units, jargon, very short and very
+long sentences, and a few near-paraphrase pairs so that top-1 retrieval is meaningful.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+EVAL_FILE = "eval_sentences.txt"
+CALIBRATION_FILE = "calibration_sentences.txt"
+
+
+@cache
+def _read(name: str) -> tuple[str, ...]:
+    text = resources.files("weightshare.data").joinpath(name).read_text(encoding="utf-8")
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def eval_sentences() -> list[str]:
+    """The held-out evaluation sentences (642), one string each, in a fixed order.
+
+    >>> sentences = eval_sentences()
+    >>> len(sentences) >= 600 and not set(sentences) & set(calibration_sentences())
+    True
+    """
+    return list(_read(EVAL_FILE))
+
+
+def calibration_sentences() -> list[str]:
+    """The calibration sentences (256), disjoint from ``eval_sentences()``.
+
+    >>> len(calibration_sentences())
+    256
+    """
+    return list(_read(CALIBRATION_FILE))
