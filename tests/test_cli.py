@@ -106,11 +106,19 @@ def test_debug_env_shows_traceback(monkeypatch):
 
 
 @needs_minilm
-def test_compress_minilm_end_to_end(tmp_path, capsys):
+def test_compress_minilm_end_to_end_then_eval_the_file(tmp_path, capsys):
     out = tmp_path / "m.safetensors"
     code, stdout, err = run(["compress", "--bits", "4", "-o", str(out), "--json"], capsys)
     assert code == 0, err
     result = json.loads(stdout)
+    assert result["calibrated"] is True  # a tokenizer is there: data-aware by default
     assert result["ratio"] >= 7.5
-    assert result["fidelity"]["cosine_mean"] > 0.9
-    assert result["fidelity"]["top1_agreement"] > 0.8
+    assert 3.9 < result["bits_per_weight"] < 4.1
+    assert result["fidelity"]["cosine_mean"] > 0.94
+    assert result["fidelity"]["top1_agreement"] > 0.6
+    # the saved file reproduces the in-memory model exactly
+    code, stdout, err = run(["eval", str(out), "--json"], capsys)
+    assert code == 0, err
+    reloaded = json.loads(stdout)["fidelity"]
+    for key in ("cosine_mean", "cosine_min", "top1_agreement"):
+        assert reloaded[key] == pytest.approx(result["fidelity"][key], abs=1e-6)

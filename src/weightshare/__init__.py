@@ -5,6 +5,7 @@ Public names only; the logic lives in the submodules.
 
 from .codebook import ClusterConfig, cluster_
 from .errors import WeightShareError
+from .io import load, save
 from .kmeans1d import kmeans1d
 from .report import Report, inspect
 
@@ -18,4 +19,6 @@ __all__ = [
     "cluster_",
     "inspect",
     "kmeans1d",
+    "load",
+    "save",
 ]

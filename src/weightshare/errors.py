@@ -38,3 +38,7 @@ class ModelLoadError(WeightShareError):
 
 class TieError(WeightShareError):
     """A tie cannot be made or has been broken."""
+
+
+class SaveError(WeightShareError):
+    """A model cannot be written (missing directory, unsupported parametrization, ...)."""

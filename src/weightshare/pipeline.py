@@ -127,9 +127,13 @@ def default_output(spec: str, bits: int) -> Path:
 
 
 def compress(spec: str = MINILM, config: ClusterConfig | None = None,
-             output: str | Path | None = None, *, calibrate: bool = False,
+             output: str | Path | None = None, *, calibrate: bool | None = None,
              measure: bool = True, progress: bool | None = None) -> dict[str, Any]:
     """Load a model, cluster it to codebooks, save it, measure it. Returns the summary.
+
+    ``calibrate`` (default: when the model has a tokenizer) makes the clustering
+    data-aware with the built-in calibration sentences, which are disjoint from the
+    evaluation sentences that fidelity is measured on.
 
     Example:
         >>> summary = compress("minilm", ClusterConfig(bits=4), "m.safetensors")  # doctest: +SKIP
@@ -146,9 +150,11 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
     t_load = time.perf_counter() - t0
     dense = inspect(lm.model)
     fidelity = Fidelity(lm) if measure else None
-    calibration = calibration_batches(lm) if calibrate else None
+    if calibrate is None:
+        calibrate = lm.tokenizer is not None
 
     t0 = time.perf_counter()
+    calibration = calibration_batches(lm) if calibrate else None
     cluster_(lm.model, config, calibration, progress=progress)
     t_cluster = time.perf_counter() - t0
 
@@ -202,3 +208,110 @@ def _numel(shape: list[int]) -> int:
     for s in shape:
         n *= s
     return n
+
+
+def tie(spec: str = MINILM, config: Any = None, output: str | Path | None = None, *,
+        distill_steps: int = 0, distill_seconds: float | None = None,
+        data: str | Path | None = None, lr: float = 1e-4, measure: bool = True,
+        progress: bool | None = None) -> dict[str, Any]:
+    """Load a model, tie parts of it (``TieConfig``), optionally distill it back toward the
+    original on unlabeled text, save it, measure it. Returns the summary.
+
+    Distillation data: ``data`` (a text file or a directory of .txt files), else the
+    built-in calibration sentences; never the evaluation sentences.
+
+    Example:
+        >>> from weightshare.tying import TieConfig
+        >>> r = tie("minilm", TieConfig(strategy="cycle", unique=3))  # doctest: +SKIP
+        >>> r["unique_params_after"] < r["unique_params_before"]
+        True
+    """
+    import copy
+
+    from .io import save
+    from .report import inspect
+    from .tying import TieConfig, tie_
+
+    config = config or TieConfig(strategy="cycle")
+    out = Path(output) if output else Path(f"{Path(spec).stem if spec != MINILM else MINILM}"
+                                           f"-tied.safetensors")
+    t0 = time.perf_counter()
+    lm = open_model(spec)
+    t_load = time.perf_counter() - t0
+    before = inspect(lm.model)
+    fidelity = Fidelity(lm) if measure else None
+    texts = _distill_texts(data) if (distill_steps or distill_seconds) else None
+    teacher = copy.deepcopy(lm.model) if texts is not None else None
+
+    t0 = time.perf_counter()
+    tie_(lm.model, config)
+    t_tie = time.perf_counter() - t0
+    tied_fidelity = fidelity.score(lm.model) if (fidelity and teacher is not None) else None
+
+    t_distill = 0.0
+    if texts is not None:
+        from .distill import distill_
+
+        t0 = time.perf_counter()
+        distill_(lm.model, teacher, texts, steps=distill_steps or None, lr=lr,
+                 time_budget=distill_seconds, tokenizer=lm.tokenizer, progress=progress)
+        t_distill = time.perf_counter() - t0
+        lm.model.eval()
+
+    t0 = time.perf_counter()
+    save(lm.model, out, extra=provenance(lm))
+    t_save = time.perf_counter() - t0
+    after = inspect(lm.model)
+    file_bytes = out.stat().st_size
+    return {
+        "model": spec,
+        "output": str(out),
+        "config": config.to_dict(),
+        "unique_params_before": before.unique_params,
+        "unique_params_after": after.unique_params,
+        "stored_bytes_before": before.stored_bytes,
+        "stored_bytes_after": after.stored_bytes,
+        "dense_bytes": before.dense_bytes,
+        "file_bytes": file_bytes,
+        "ratio": before.dense_bytes / file_bytes,
+        "seconds": {"load": t_load, "tie": t_tie, "distill": t_distill, "save": t_save},
+        "fidelity_before_distill": tied_fidelity,
+        "fidelity": fidelity.score(lm.model) if fidelity else None,
+    }
+
+
+def _distill_texts(data: str | Path | None) -> list[str]:
+    if data is None:
+        from .data.sentences import calibration_sentences
+
+        return calibration_sentences()
+    from .data.text import read_texts
+
+    return read_texts(data, max_samples=4096)
+
+
+def similarity(spec: str = MINILM, *, stack: str | None = None, unique: int | None = None,
+               cut: float | None = None, plot: str | Path | None = None) -> dict[str, Any]:
+    """Redundancy analysis of a model's repeated blocks on the built-in calibration
+    sentences (when the model has a tokenizer), with a suggested tie plan when ``unique``
+    or ``cut`` is given and a heatmap PNG when ``plot`` is given."""
+    from .tying import block_similarity, suggest_plan
+
+    lm = open_model(spec)
+    inputs = None
+    if lm.tokenizer is not None:
+        from .data.sentences import calibration_sentences
+
+        inputs = calibration_sentences()[:32]
+    report = block_similarity(lm.model, inputs, stack=stack, tokenizer=lm.tokenizer)
+    result: dict[str, Any] = {"model": spec, "similarity": report.to_dict()}
+    if plot:
+        from .tying import plot_similarity
+
+        result["plot"] = plot_similarity(report, str(plot))
+    if unique is not None or cut is not None:
+        plan = suggest_plan(lm.model, unique=unique, cut=cut, inputs=inputs, stack=stack,
+                            tokenizer=lm.tokenizer)
+        result["plan"] = plan.to_dict()
+        result["plan_text"] = str(plan)
+    return result

@@ -152,30 +152,36 @@ def _inspect_model(model: nn.Module) -> Report:
 
 
 def _add_codebook_rows(model: nn.Module, rep: Report) -> None:
-    first: dict[int, str] = {}
+    tied_to: dict[int, str] = {}  # same codes and codebook: a tie
+    codebook_owner: dict[int, str] = {}  # same codebook, own codes: a cross-layer codebook
     for mname, module in model.named_modules(remove_duplicate=False):
         plists = getattr(module, "parametrizations", None)
-        if plists is None or "weight" not in plists:
-            continue
-        found = codebook_of(module)
-        if found is None:
-            continue
-        param, codebook = found
-        fqn = f"{mname}.weight" if mname else "weight"
-        numel = param.codes.numel()
-        rep.total_params += numel
-        if id(codebook) in first:
-            rep.rows.append(Row(fqn, list(param.codes.shape), "tied", numel * FP32, 0,
-                                source=first[id(codebook)]))
-            continue
-        first[id(codebook)] = fqn
-        with torch.no_grad():
-            distinct = int(torch.unique(module.weight).numel())
-        stored = packed_bytes(numel, param.bits) + codebook.numel() * codebook.element_size()
-        rep.unique_params += codebook.numel()
-        rep.rows.append(Row(fqn, list(param.codes.shape), "codebook", numel * FP32, stored,
-                            bits=param.bits, distinct=distinct,
-                            detail=f"{param.granularity}, {param.num_groups} codebook(s)"))
+        for pname in list(plists.keys()) if plists is not None else ():
+            found = codebook_of(module, pname)
+            if found is None:
+                continue
+            param, codebook = found
+            fqn = f"{mname}.{pname}" if mname else pname
+            numel = param.codes.numel()
+            rep.total_params += numel
+            if id(param) in tied_to:
+                rep.rows.append(Row(fqn, list(param.codes.shape), "tied", numel * FP32, 0,
+                                    source=tied_to[id(param)]))
+                continue
+            tied_to[id(param)] = fqn
+            own = id(codebook) not in codebook_owner
+            codebook_owner.setdefault(id(codebook), fqn)
+            with torch.no_grad():
+                distinct = int(torch.unique(getattr(module, pname)).numel())
+            stored = packed_bytes(numel, param.bits)
+            if own:
+                stored += codebook.numel() * codebook.element_size()
+                rep.unique_params += codebook.numel()
+            detail = f"{param.granularity}, {param.num_groups} codebook(s)"
+            if not own:
+                detail += f", codebook of {codebook_owner[id(codebook)]}"
+            rep.rows.append(Row(fqn, list(param.codes.shape), "codebook", numel * FP32, stored,
+                                bits=param.bits, distinct=distinct, detail=detail))
 
 
 def _param_kind(model: nn.Module, raw_name: str) -> str:

@@ -48,16 +48,18 @@ def _compress_text(r: dict) -> str:
 @click.option("--include", multiple=True, metavar="PAT", help=_HELP["include"])
 @click.option("--exclude", multiple=True, metavar="PAT", help=_HELP["exclude"])
 @click.option("--min-size", type=int, default=1024, show_default=True, help=_HELP["min_size"])
-@click.option("--calibrate", is_flag=True,
+@click.option("--calibrate/--no-calibrate", default=None,
               help="Data-aware clustering: weight each value by its input's mean square, "
-                   "measured on built-in calibration sentences (never the evaluation ones).")
+                   "measured on built-in calibration sentences (never the evaluation ones). "
+                   "[default: on when the model has a tokenizer]")
 @click.option("--no-eval", is_flag=True, help="Skip the fidelity measurement.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Output file [default: MODEL-<bits>bit.safetensors].")
 @common_options
 def compress(model: str, bits: int, granularity: str, group_size: int, method: str, init: str,
-             include: tuple[str, ...], exclude: tuple[str, ...], min_size: int, calibrate: bool,
-             no_eval: bool, output: str | None, as_json: bool, quiet: bool) -> None:
+             include: tuple[str, ...], exclude: tuple[str, ...], min_size: int,
+             calibrate: bool | None, no_eval: bool, output: str | None, as_json: bool,
+             quiet: bool) -> None:
     """Cluster MODEL's weights to 2^bits shared values and save a weightshare file."""
     from ..pipeline import compress as run
 
@@ -72,21 +74,45 @@ def compress(model: str, bits: int, granularity: str, group_size: int, method: s
 @cli.command(name="inspect")
 @click.argument("model", required=False, default="minilm")
 @click.option("--summary", is_flag=True, help="Print only the totals, not the per-tensor table.")
+@click.option("--similarity", is_flag=True,
+              help="Redundancy analysis of the repeated blocks (weight cosine, output CKA, "
+                   "tie loss on built-in calibration sentences).")
+@click.option("--suggest-unique", type=int, default=None,
+              help="With --similarity: suggest a tie plan keeping this many unique blocks.")
+@click.option("--suggest-cut", type=float, default=None,
+              help="With --similarity: suggest a tie plan removing this fraction of parameters.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="With --similarity: save a heatmap PNG here (needs matplotlib).")
 @common_options
-def inspect_cmd(model: str, summary: bool, as_json: bool, quiet: bool) -> None:
-    """List MODEL's tensors: how each is shared, distinct values, dense and stored bytes."""
+def inspect_cmd(model: str, summary: bool, similarity: bool, suggest_unique: int | None,
+                suggest_cut: float | None, plot: str | None, as_json: bool, quiet: bool) -> None:
+    """List MODEL's tensors: how each is shared, distinct values, dense and stored bytes.
+    Also lists the stacks of repeated blocks that `weightshare tie` can share."""
     from pathlib import Path
 
     from ..report import inspect
 
-    if Path(model).is_file():
-        report = inspect(model)
-    else:
-        from ..pipeline import open_model
+    if similarity:
+        from ..pipeline import similarity as run
+        from .tie_command import similarity_text
 
-        report = inspect(open_model(model).model)
-    emit(report.to_dict(), as_json, quiet,
-         lambda _: report.summary() if summary else str(report))
+        emit(run(model, unique=suggest_unique, cut=suggest_cut, plot=plot), as_json, quiet,
+             similarity_text)
+        return
+
+    from ..pipeline import open_model
+    from ..tying import find_blocks
+
+    lm = None if Path(model).is_file() else open_model(model)
+    report = inspect(model) if lm is None else inspect(lm.model)
+    result = report.to_dict()
+    stacks = [] if lm is None else find_blocks(lm.model)
+    result["block_stacks"] = [{"name": s.name, "blocks": len(s.blocks)} for s in stacks]
+    text = report.summary() if summary else str(report)
+    if stacks:
+        text += "\nrepeated blocks: " + ", ".join(f"{s.name} ({len(s.blocks)} blocks)"
+                                                  for s in stacks)
+    emit(result, as_json, quiet, lambda _: text)
 
 
 def _eval_text(r: dict) -> str:

@@ -80,4 +80,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # the verbs register themselves on `cli`
-from . import commands  # noqa: E402,F401
+from . import commands, tie_command  # noqa: E402,F401
