@@ -12,6 +12,8 @@ from tqdm.auto import tqdm
 
 from ..errors import SelectionError, ShapeError
 from ..kmeans1d import kmeans1d
+from ..kmeans1d_batched import INITS as BATCHED_INITS
+from ..kmeans1d_batched import kmeans1d_batched
 from ..select import Target, select_targets
 from .calibration import Calibration, input_importance
 from .config import ClusterConfig
@@ -77,7 +79,6 @@ def _check_target(t: Target, config: ClusterConfig) -> None:
 @torch.no_grad()
 def _cluster_one(t: Target, config: ClusterConfig, importance: torch.Tensor | None) -> None:
     weight = t.module.weight.detach()
-    levels = config.levels
     rows = weight.shape[t.axis]
     group_size = {"per_tensor": rows, "per_channel": 1}.get(config.granularity, config.group_size)
     groups = rows // group_size
@@ -86,6 +87,22 @@ def _cluster_one(t: Target, config: ClusterConfig, importance: torch.Tensor | No
     values = weight.movedim(t.axis, 0).reshape(groups, -1)
     imp = None if importance is None else importance.movedim(t.axis, 0).reshape(groups, -1)
 
+    codebook, codes = _solve(values, imp, config)
+    moved_shape = weight.movedim(t.axis, 0).shape
+    codes = codes.reshape(moved_shape).movedim(0, t.axis).contiguous()
+    attach_codebook(t.module, codebook.to(weight.dtype), codes, config.bits,
+                    config.granularity, group_size, t.axis)
+
+
+def _solve(values: torch.Tensor, imp: torch.Tensor | None,
+           config: ClusterConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """One k-means problem per row of ``values`` (groups, n) -> codebook (groups, 2**bits)
+    float64 and codes (groups, n) uint8."""
+    groups, levels = values.shape[0], config.levels
+    if config.method == "fast" and groups > 1 and config.init in BATCHED_INITS:
+        # many small problems: Lloyd on all groups at once (see kmeans1d_batched)
+        codebook, codes = kmeans1d_batched(values, levels, imp, init=config.init)
+        return codebook, codes.to(torch.uint8)
     codebook = torch.empty(groups, levels, dtype=torch.float64)
     codes = torch.empty(values.shape, dtype=torch.uint8)
     for g in range(groups):
@@ -93,10 +110,6 @@ def _cluster_one(t: Target, config: ClusterConfig, importance: torch.Tensor | No
                               method=config.method, init=config.init, seed=config.seed)
         cent = cent.double()
         codebook[g, : cent.numel()] = cent
-        codebook[g, cent.numel():] = cent[-1]
+        codebook[g, cent.numel():] = cent[-1]  # fewer distinct values than levels
         codes[g] = code.to(torch.uint8)
-
-    moved_shape = weight.movedim(t.axis, 0).shape
-    codes = codes.reshape(moved_shape).movedim(0, t.axis).contiguous()
-    attach_codebook(t.module, codebook.to(weight.dtype), codes, config.bits,
-                    config.granularity, group_size, t.axis)
+    return codebook, codes

@@ -55,14 +55,14 @@ def input_importance(model: nn.Module, targets: list[Target],
 
     def make_hook(target: Target):
         def hook(_module: nn.Module, args: tuple, _out: Any) -> None:
-            x = args[0].detach().double()
+            x = args[0].detach()
             if isinstance(target.module, nn.modules.conv._ConvNd):
                 # (batch, in, *spatial): mean square per input channel
                 ch = x.transpose(0, 1).reshape(x.shape[1], -1)
-                s, n = (ch * ch).sum(1), ch.shape[1]
+                s, n = (ch * ch).sum(1, dtype=torch.float64), ch.shape[1]
             else:  # features on the last dim
                 flat = x.reshape(-1, x.shape[-1])
-                s, n = (flat * flat).sum(0), flat.shape[0]
+                s, n = (flat * flat).sum(0, dtype=torch.float64), flat.shape[0]
             sums[target.name] = sums.get(target.name, 0) + s
             counts[target.name] = counts.get(target.name, 0) + n
         return hook
