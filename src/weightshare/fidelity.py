@@ -31,7 +31,7 @@ def _eval_mode(*models: torch.nn.Module) -> Iterator[None]:
             module.training = training
 
 
-def _first_tensor(output: Any) -> torch.Tensor:
+def first_tensor(output: Any) -> torch.Tensor:
     """The main tensor of a model output: a tensor, or the first one in a tuple/dict/ModelOutput."""
     if isinstance(output, torch.Tensor):
         return output
@@ -43,7 +43,7 @@ def _first_tensor(output: Any) -> torch.Tensor:
         for value in values:
             if value is not None:
                 with contextlib.suppress(DataError):
-                    return _first_tensor(value)
+                    return first_tensor(value)
     raise DataError(f"model output has no tensor (got {type(output).__name__}); "
                     "return a tensor, a tuple of tensors or a ModelOutput")
 
@@ -78,7 +78,7 @@ def embed(
                             return_tensors="pt")
             out = model(**enc)
             hidden = getattr(out, "last_hidden_state", None)
-            hidden = _first_tensor(out) if hidden is None else hidden  # (B, T, D)
+            hidden = first_tensor(out) if hidden is None else hidden  # (B, T, D)
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (B, D)
             chunks.append(pooled.float())
@@ -161,7 +161,7 @@ def sentence_fidelity(
     return result
 
 
-def _call(model: torch.nn.Module, inputs: Any) -> Any:
+def call_model(model: torch.nn.Module, inputs: Any) -> Any:
     if isinstance(inputs, Mapping):
         return model(**inputs)
     if isinstance(inputs, (tuple, list)):
@@ -183,8 +183,8 @@ def relative_output_error(
     0.0
     """
     with _eval_mode(reference_model, candidate_model):
-        ref = _first_tensor(_call(reference_model, inputs)).double()
-        cand = _first_tensor(_call(candidate_model, inputs)).double()
+        ref = first_tensor(call_model(reference_model, inputs)).double()
+        cand = first_tensor(call_model(candidate_model, inputs)).double()
     if ref.shape != cand.shape:
         raise DataError(f"outputs differ in shape: {tuple(ref.shape)} vs {tuple(cand.shape)}; "
                         "compare models with the same output")
@@ -232,7 +232,7 @@ def perplexity(
             batch, bmask = ids[start:start + batch_size], mask[start:start + batch_size]
             out = model(batch) if attention_mask is None else model(batch, attention_mask=bmask)
             logits = getattr(out, "logits", None)
-            logits = _first_tensor(out) if logits is None else logits  # (B, T, V)
+            logits = first_tensor(out) if logits is None else logits  # (B, T, V)
             nll = F.cross_entropy(  # position t predicts token t + 1
                 logits[:, :-1].double().flatten(0, 1), batch[:, 1:].flatten(), reduction="none"
             )
@@ -261,6 +261,6 @@ def accuracy(
     correct = 0
     with _eval_mode(model):
         for start in range(0, len(inputs), max(1, batch_size)):
-            pred = _first_tensor(model(inputs[start:start + batch_size])).argmax(-1)
+            pred = first_tensor(model(inputs[start:start + batch_size])).argmax(-1)
             correct += int((pred == labels[start:start + batch_size]).sum())
     return correct / len(inputs)

@@ -13,6 +13,7 @@ import torch
 
 from .codebook import ClusterConfig, cluster_
 from .errors import FormatError, ModelLoadError
+from .fidelity import call_model, embed, embedding_fidelity, first_tensor
 from .models import LoadedModel, load_model, minilm_dir
 
 MINILM = "minilm"
@@ -63,7 +64,6 @@ class Fidelity:
 
     def __init__(self, lm: LoadedModel) -> None:
         from .data.sentences import eval_sentences
-        from .fidelity import embed
 
         self.lm = lm
         self.sentences = eval_sentences()
@@ -72,9 +72,7 @@ class Fidelity:
         else:
             self.inputs = self._probe_inputs()
             with torch.inference_mode():
-                self.reference = _first_tensor(lm.model(**self.inputs)
-                                               if isinstance(self.inputs, dict)
-                                               else lm.model(self.inputs)).clone()
+                self.reference = first_tensor(call_model(lm.model, self.inputs)).clone()
 
     def _probe_inputs(self) -> Any:
         if self.lm.tokenizer is not None:
@@ -88,24 +86,13 @@ class Fidelity:
                              "example inputs; use the Python API with relative_output_error")
 
     def score(self, candidate: torch.nn.Module) -> dict[str, float]:
-        from .fidelity import embed, embedding_fidelity
-
         if self.lm.tokenizer is not None and self.lm.kind == "sentence-embedding":
             return embedding_fidelity(self.reference, embed(candidate, self.lm.tokenizer,
                                                             self.sentences))
         with torch.inference_mode():
-            out = _first_tensor(candidate(**self.inputs) if isinstance(self.inputs, dict)
-                                else candidate(self.inputs))
+            out = first_tensor(call_model(candidate, self.inputs))
         err = (out - self.reference).norm() / self.reference.norm().clamp(min=1e-30)
         return {"relative_error": float(err)}
-
-
-def _first_tensor(output: Any) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, dict):
-        return next(v for v in output.values() if isinstance(v, torch.Tensor))
-    return next(v for v in output if isinstance(v, torch.Tensor))
 
 
 def calibration_batches(lm: LoadedModel, count: int = 32, batch_size: int = 32) -> list[dict]:

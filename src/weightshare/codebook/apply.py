@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
@@ -50,11 +51,22 @@ def cluster_(model: nn.Module, config: ClusterConfig | None = None,
 
     show = progress if progress is not None else sys.stderr.isatty()
     groups = list(by_param.values())
-    for tied in tqdm(groups, desc="clustering", unit="layer", disable=not show, file=sys.stderr):
-        source = tied[0]
-        _cluster_one(source, config, importance.get(source.name))
-        for alias in tied[1:]:
-            share_codebook(alias.module, source.module)
+    bar = tqdm(total=len(groups), desc="clustering", unit="layer", disable=not show,
+               file=sys.stderr)
+    # k-means runs in numpy/torch kernels that release the GIL: one thread per core
+    # clusters layers side by side; registering the results stays on this thread
+    workers = max(1, min(len(groups), torch.get_num_threads()))
+    with bar, ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(_cluster_one, tied[0], config, importance.get(tied[0].name))
+                   for tied in groups]
+        for tied, future in zip(groups, futures):
+            codebook, codes, group_size = future.result()
+            source = tied[0]
+            attach_codebook(source.module, codebook, codes, config.bits, config.granularity,
+                            group_size, source.axis)
+            for alias in tied[1:]:
+                share_codebook(alias.module, source.module)
+            bar.update()
     return model
 
 
@@ -77,7 +89,9 @@ def _check_target(t: Target, config: ClusterConfig) -> None:
 
 
 @torch.no_grad()
-def _cluster_one(t: Target, config: ClusterConfig, importance: torch.Tensor | None) -> None:
+def _cluster_one(t: Target, config: ClusterConfig,
+                 importance: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Codebook (groups, 2**bits) in the weight's dtype, codes (weight's shape), group size."""
     weight = t.module.weight.detach()
     rows = weight.shape[t.axis]
     group_size = {"per_tensor": rows, "per_channel": 1}.get(config.granularity, config.group_size)
@@ -90,8 +104,7 @@ def _cluster_one(t: Target, config: ClusterConfig, importance: torch.Tensor | No
     codebook, codes = _solve(values, imp, config)
     moved_shape = weight.movedim(t.axis, 0).shape
     codes = codes.reshape(moved_shape).movedim(0, t.axis).contiguous()
-    attach_codebook(t.module, codebook.to(weight.dtype), codes, config.bits,
-                    config.granularity, group_size, t.axis)
+    return codebook.to(weight.dtype), codes, group_size
 
 
 def _solve(values: torch.Tensor, imp: torch.Tensor | None,

@@ -21,7 +21,8 @@ from ..select import Target
 Calibration = Iterable[Any] | Callable[[nn.Module], Any]
 
 
-def run_calibration(model: nn.Module, calibration: Calibration) -> int:
+def run_calibration(model: nn.Module, calibration: Calibration,
+                    on_batch: Callable[[Any], None] | None = None) -> int:
     """Run ``calibration`` through ``model`` without gradients; return the number of batches.
 
     ``calibration`` is a callable taking the model, or an iterable of batches: a tensor
@@ -33,6 +34,8 @@ def run_calibration(model: nn.Module, calibration: Calibration) -> int:
             calibration(model)
             return 1
         for batch in calibration:
+            if on_batch is not None:
+                on_batch(batch)
             if isinstance(batch, dict):
                 model(**batch)
             elif isinstance(batch, (tuple, list)):
@@ -52,10 +55,19 @@ def input_importance(model: nn.Module, targets: list[Target],
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     hooks = []
+    # padding tokens are not data: with an attention mask, only real tokens count
+    mask: dict[str, torch.Tensor | None] = {"current": None}
+
+    def remember_mask(batch: Any) -> None:
+        m = batch.get("attention_mask") if isinstance(batch, dict) else None
+        mask["current"] = None if m is None else m.bool()
 
     def make_hook(target: Target):
         def hook(_module: nn.Module, args: tuple, _out: Any) -> None:
             x = args[0].detach()
+            m = mask["current"]
+            if m is not None and x.dim() == 3 and x.shape[:2] == m.shape:
+                x = x[m]  # (real tokens, features)
             if isinstance(target.module, nn.modules.conv._ConvNd):
                 # (batch, in, *spatial): mean square per input channel
                 ch = x.transpose(0, 1).reshape(x.shape[1], -1)
@@ -73,7 +85,7 @@ def input_importance(model: nn.Module, targets: list[Target],
     was_training = model.training
     model.eval()
     try:
-        run_calibration(model, calibration)
+        run_calibration(model, calibration, remember_mask)
     finally:
         for h in hooks:
             h.remove()
