@@ -18,6 +18,7 @@ from torch.nn.utils import parametrize
 
 from ..codebook.parametrization import CodebookWeight, attach_codebook, codebook_of, share_codebook
 from ..errors import FormatError, ModelLoadError, TieError
+from ..tying.relax import prepare_relaxed, relaxed_of
 from .bitpack import unpack_codes
 from .schema import codebook_name, codes_name
 
@@ -53,6 +54,8 @@ def dense_state(model: nn.Module, error: type[Exception]) -> tuple[dict, dict[st
     codebooks: dict[str, tuple[nn.Module, str]] = {}
     prefixes: list[str] = []
     for fqn, prefix, module, attr in parametrized_weights(model):
+        if relaxed_of(module, attr) is not None:  # relaxed: its tensors stay dense, by name
+            continue
         codebook_parts(module, attr, fqn, error)
         codebooks[fqn] = (module, attr)
         prefixes.append(prefix)
@@ -74,6 +77,9 @@ def apply_file(model: nn.Module, meta: dict, tensors: dict[str, torch.Tensor],
     Every check runs before the model is touched: a file that does not fit leaves it as it was.
     """
     schemes, ties = meta["schemes"], meta["ties"]
+    relaxed = {f: s for f, s in schemes.items() if s["kind"] == "relaxed"}
+    schemes = {f: s for f, s in schemes.items() if f not in relaxed}
+    prepare_relaxed(model, relaxed, FormatError, path)  # empty parametrizations to fill by name
     codebooks, dense = dense_state(model, ModelLoadError)
     _check_fit(model, schemes, ties, tensors, dense_names, codebooks, dense, path)
     default = next((t.device for t in itertools.chain(model.parameters(), model.buffers())

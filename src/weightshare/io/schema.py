@@ -25,7 +25,7 @@ METADATA_KEY = "weightshare"
 MAX_HEADER_BYTES = 100_000_000  # the limit safetensors itself enforces
 MAX_NDIM = 8
 GRANULARITIES = ("per_tensor", "per_channel", "per_group")
-SCHEME_KINDS = ("codebook",)
+SCHEME_KINDS = ("codebook", "relaxed")
 MODEL_SOURCES = ("transformers", "torch")
 
 # safetensors dtype tag -> bytes per element (the tags torch can load)
@@ -255,6 +255,9 @@ def _check_scheme(p: str, fqn: str, s: Any) -> None:
     if s.get("kind") not in SCHEME_KINDS:
         raise FormatError(f"{where} has kind {str(s.get('kind'))[:40]!r}, this weightshare knows "
                           f"{list(SCHEME_KINDS)}; upgrade weightshare")
+    if s["kind"] == "relaxed":
+        _check_relaxed_scheme(where, s)
+        return
     keys = set(s)
     if not _SCHEME_KEYS <= keys <= _SCHEME_KEYS | _SCHEME_OPTIONAL:
         raise FormatError(f"{where} has keys {_q(sorted(keys)[:10])}, expected "
@@ -285,6 +288,24 @@ def _check_scheme(p: str, fqn: str, s: Any) -> None:
                           f"{list(CODEBOOK_DTYPES)}; the file is corrupt")
 
 
+def _check_relaxed_scheme(where: str, s: dict) -> None:
+    """A relaxed weight (tying/relax.py): its tensors are stored dense under their names."""
+    shape, rank = s.get("shape"), s.get("rank")
+    if set(s) != {"kind", "rank", "shape", "delta", "dtype"} or s["delta"] not in (
+            "low_rank", "dense") or s["dtype"] not in CODEBOOK_DTYPES:
+        raise FormatError(f"{where} must have kind, rank, shape, delta (low_rank|dense) and a "
+                          f"float dtype, got {_q(sorted(s)[:10])}; the file is corrupt")
+    if (not isinstance(shape, list) or not 1 <= len(shape) <= MAX_NDIM
+            or not all(_is_int(d) and d >= 1 for d in shape)):
+        raise FormatError(f"{where}: shape {str(shape)[:80]} must be 1..{MAX_NDIM} positive "
+                          "integers; the file is corrupt")
+    low_rank = s["delta"] == "low_rank"
+    limit = min(shape[0], math.prod(shape[1:])) if len(shape) >= 2 else 0
+    if not _is_int(rank) or (low_rank and not 1 <= rank <= limit) or (not low_rank and rank):
+        raise FormatError(f"{where}: rank {_q(rank)} does not fit shape {shape} and delta "
+                          f"{s['delta']}; the file is corrupt")
+
+
 def groups_of(scheme: dict) -> int:
     """Number of codebooks (rows of the codebook tensor) of a validated scheme."""
     return scheme["shape"][scheme["axis"]] // scheme["group_size"]
@@ -295,7 +316,7 @@ def _check_codebook_from(p: str, fqn: str, s: dict, schemes: dict) -> None:
         return
     src = s["codebook_from"]
     other = schemes.get(src) if isinstance(src, str) else None
-    if other is None or "codebook_from" in other or src == fqn:
+    if other is None or other.get("kind") != "codebook" or "codebook_from" in other or src == fqn:
         raise FormatError(f"{p}: {_q(fqn)} takes its codebook from {_q(src)}, which is not "
                           "a codebook weight that stores its own codebook; the file is corrupt")
     if (other["bits"], other["dtype"], groups_of(other)) != (s["bits"], s["dtype"], groups_of(s)):
@@ -306,6 +327,8 @@ def _check_codebook_from(p: str, fqn: str, s: dict, schemes: dict) -> None:
 def _check_tensors(p: str, schemes: dict, tensors: dict[str, TensorInfo]) -> None:
     parts: set[str] = set()
     for fqn, s in schemes.items():
+        if s["kind"] != "codebook":  # relaxed weights: plain tensors, checked on placement
+            continue
         numel = math.prod(s["shape"])
         codes = tensors.get(codes_name(fqn))
         want = packed_length(numel, s["bits"])

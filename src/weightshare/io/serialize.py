@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import FormatError, ModelLoadError, SaveError
+from ..tying.relax import relaxed_of, relaxed_schemes
 from ..tying.tiemap import set_tie_map
 from .bitpack import pack_codes
 from .restore import apply_file, codebook_parts, dense_state, parametrized_weights
@@ -97,6 +98,8 @@ def _collect(model: nn.Module, extra: dict) -> tuple[dict[str, torch.Tensor], di
     by_codebook: dict[int, str] = {}  # id(codebook) -> fqn that stores it
     _, dense = dense_state(model, SaveError)  # also rejects parametrizations we cannot store
     for fqn, _, module, attr in parametrized_weights(model):
+        if relaxed_of(module, attr) is not None:  # stored as dense tensors + a scheme
+            continue
         cw, codebook = codebook_parts(module, attr, fqn, SaveError)
         seen = by_weight.get(id(cw))
         if seen is not None and seen[1] == id(codebook):  # same codes and codebook: a tie
@@ -114,6 +117,7 @@ def _collect(model: nn.Module, extra: dict) -> tuple[dict[str, torch.Tensor], di
             by_codebook[id(codebook)] = fqn
             tensors[codebook_name(fqn)] = codebook.detach().cpu().contiguous().clone()
         schemes[fqn] = scheme
+    schemes.update(relaxed_schemes(model))
     first: dict[int, str] = {}
     storages: set[int] = set()
     for name, t in dense.items():
