@@ -122,3 +122,44 @@ def test_compress_minilm_end_to_end_then_eval_the_file(tmp_path, capsys):
     reloaded = json.loads(stdout)["fidelity"]
     for key in ("cosine_mean", "cosine_min", "top1_agreement"):
         assert reloaded[key] == pytest.approx(result["fidelity"][key], abs=1e-6)
+
+
+def test_tie_json_and_similarity(tiny_bert_dir, tmp_path, capsys):
+    out = tmp_path / "tied.safetensors"
+    code, stdout, err = run(["tie", str(tiny_bert_dir), "--strategy", "all", "-o", str(out),
+                             "--json"], capsys)
+    assert code == 0, err
+    r = json.loads(stdout)
+    for key in ("unique_params_before", "unique_params_after", "dense_bytes", "file_bytes",
+                "fidelity"):
+        assert key in r
+    assert r["unique_params_after"] < r["unique_params_before"]
+    assert r["file_bytes"] == out.stat().st_size
+    code, stdout, _ = run(["inspect", str(out), "--json"], capsys)
+    rows = json.loads(stdout)["rows"]
+    assert any(row["scheme"] == "tied" and row["source"] for row in rows)
+    # a tied model can then be clustered, and stays one tensor per shared weight
+    both = tmp_path / "both.safetensors"
+    code, stdout, err = run(["compress", str(out), "--bits", "4", "--min-size", "0",
+                             "-o", str(both), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["file_bytes"] < r["file_bytes"]
+
+    code, stdout, err = run(["inspect", str(tiny_bert_dir), "--similarity", "--json"], capsys)
+    assert code == 0, err
+    sim = json.loads(stdout)["similarity"]
+    assert sim["stack"] == "encoder.layer" and len(sim["blocks"]) == 2
+    code, stdout, _ = run(["inspect", str(tiny_bert_dir)], capsys)
+    assert "encoder.layer (2 blocks)" in stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["tie", "--strategy", "zigzag"], "zigzag"),
+    (["tie", "--strategy", "cycle", "--unique", "9"], "unique"),
+    (["tie", "--strategy", "all", "--rank", "-3"], "rank"),
+])
+def test_tie_errors_one_line(argv, message, tiny_bert_dir, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(argv[:1] + [str(tiny_bert_dir)] + argv[1:], capsys)
+    assert code == 1 and message in err and err.count("\n") == 1
+    assert not list(tmp_path.iterdir())

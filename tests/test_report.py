@@ -39,3 +39,17 @@ def test_codebook_rows_bits_and_bytes(tiny_mlp):
                                                         torch.empty(10, 48)]) + 64 + 48 + 10
     assert rep.unique_params == 3 * 8 + 64 + 48 + 10
     assert rep.stored_bytes < rep.dense_bytes / 8
+
+
+def test_relaxed_tie_counts_virtual_weights_once_and_deltas_as_stored():
+    from weightshare.tying import TieConfig, tie_
+
+    torch.manual_seed(0)
+    stack = torch.nn.Sequential(*[torch.nn.Linear(16, 16) for _ in range(4)])
+    dense = ws.inspect(stack)
+    tie_(stack, TieConfig(strategy="all", rank=2, init="mean"))
+    rep = ws.inspect(stack)
+    assert rep.total_params == dense.total_params  # the model still computes with 4 layers
+    # one shared weight + bias, and per layer: rank-2 delta (16x2 + 2x16) + a dense bias delta
+    assert rep.unique_params == 16 * 16 + 16 + 4 * (2 * 16 * 2 + 16)
+    assert sum(r.scheme == "tied" for r in rep.rows) == 6

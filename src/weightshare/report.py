@@ -14,6 +14,7 @@ Glossary (used everywhere, README included):
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from torch import nn
 from .codebook.parametrization import codebook_of, iter_codebooks, strip_parametrization_names
 
 FP32 = 4
+# `x.parametrizations.weight.0.lora_A`: a tensor held by a parametrization module
+_PARAMETRIZATION_OWN = re.compile(r"\.parametrizations\.[^.]+\.\d+\.")
 
 
 @dataclass
@@ -137,9 +140,12 @@ def _inspect_model(model: nn.Module) -> Report:
             continue
         seen[id(tensor)] = name
         scheme = "dense" if "parametrizations" not in raw_name else _param_kind(model, raw_name)
-        rep.rows.append(Row(name, list(tensor.shape), scheme, numel * FP32,
-                            numel * tensor.element_size()))
-        rep.total_params += numel
+        # a parametrization's own tensors (a relaxed tie's low-rank delta) are stored
+        # but are no weight the model computes with: the weight they adjust counts
+        own = _PARAMETRIZATION_OWN.search(raw_name) is not None
+        rep.rows.append(Row(name, list(tensor.shape), scheme, 0 if own else numel * FP32,
+                            numel * tensor.element_size(), detail="delta" if own else ""))
+        rep.total_params += 0 if own else numel
         rep.unique_params += numel
     _add_codebook_rows(model, rep)
     order: dict[str, int] = {}
