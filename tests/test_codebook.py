@@ -148,3 +148,15 @@ def test_bad_selections(tiny_mlp):
         ws.cluster_(nn.Sequential(nn.ReLU()), ws.ClusterConfig())
     with pytest.raises(SelectionError, match="no weight left"):
         ws.cluster_(tiny_mlp, ws.ClusterConfig(min_size=10**9))
+
+
+def test_exact_per_channel_equals_the_single_problem_engine():
+    torch.manual_seed(0)
+    lin = nn.Linear(96, 12)
+    w = lin.weight.detach().clone().double()
+    ws.cluster_(lin, ws.ClusterConfig(bits=3, granularity="per_channel", min_size=0))
+    got = lin.weight.detach().double()
+    for row, original in zip(got, w):
+        cent, codes = ws.kmeans1d(original, 8)
+        optimum = float(((original - cent[codes]) ** 2).sum())
+        assert float(((original - row) ** 2).sum()) == pytest.approx(optimum, rel=1e-6)

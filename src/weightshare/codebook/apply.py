@@ -12,9 +12,9 @@ from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
 from ..errors import SelectionError, ShapeError
-from ..kmeans1d import kmeans1d
+from ..kmeans1d import EXACT_MAX_DISTINCT, kmeans1d
 from ..kmeans1d_batched import INITS as BATCHED_INITS
-from ..kmeans1d_batched import kmeans1d_batched
+from ..kmeans1d_batched import kmeans1d_batched, kmeans1d_exact_batched
 from ..select import Target, select_targets
 from .calibration import Calibration, input_importance
 from .config import ClusterConfig
@@ -115,6 +115,10 @@ def _solve(values: torch.Tensor, imp: torch.Tensor | None,
     if config.method == "fast" and groups > 1 and config.init in BATCHED_INITS:
         # many small problems: Lloyd on all groups at once (see kmeans1d_batched)
         codebook, codes = kmeans1d_batched(values, levels, imp, init=config.init)
+        return codebook, codes.to(torch.uint8)
+    if config.method == "exact" and groups > 1 and values.shape[1] <= EXACT_MAX_DISTINCT:
+        # the same optimum as the kmeans1d loop below, solved for all groups at once
+        codebook, codes = kmeans1d_exact_batched(values, levels, imp)
         return codebook, codes.to(torch.uint8)
     codebook = torch.empty(groups, levels, dtype=torch.float64)
     codes = torch.empty(values.shape, dtype=torch.uint8)
