@@ -270,10 +270,7 @@ def _check_scheme(p: str, fqn: str, s: Any) -> None:
     if s["granularity"] not in GRANULARITIES:
         raise FormatError(f"{where}: granularity {str(s['granularity'])[:40]!r} is not one of "
                           f"{list(GRANULARITIES)}; the file is corrupt")
-    if (not isinstance(shape, list) or not 1 <= len(shape) <= MAX_NDIM
-            or not all(_is_int(d) and d >= 1 for d in shape)):
-        raise FormatError(f"{where}: shape {str(shape)[:80]} must be 1..{MAX_NDIM} positive "
-                          "integers; the file is corrupt")
+    _check_shape(where, shape)
     if not _is_int(axis) or not 0 <= axis < len(shape):
         raise FormatError(f"{where}: axis {_q(axis)} is not a dimension of shape {shape}; "
                           "the file is corrupt")
@@ -288,6 +285,13 @@ def _check_scheme(p: str, fqn: str, s: Any) -> None:
                           f"{list(CODEBOOK_DTYPES)}; the file is corrupt")
 
 
+def _check_shape(where: str, shape: Any) -> None:
+    if (not isinstance(shape, list) or not 1 <= len(shape) <= MAX_NDIM
+            or not all(_is_int(d) and d >= 1 for d in shape)):
+        raise FormatError(f"{where}: shape {str(shape)[:80]} must be 1..{MAX_NDIM} positive "
+                          "integers; the file is corrupt")
+
+
 def _check_relaxed_scheme(where: str, s: dict) -> None:
     """A relaxed weight (tying/relax.py): its tensors are stored dense under their names."""
     shape, rank = s.get("shape"), s.get("rank")
@@ -295,10 +299,7 @@ def _check_relaxed_scheme(where: str, s: dict) -> None:
             "low_rank", "dense") or s["dtype"] not in CODEBOOK_DTYPES:
         raise FormatError(f"{where} must have kind, rank, shape, delta (low_rank|dense) and a "
                           f"float dtype, got {_q(sorted(s)[:10])}; the file is corrupt")
-    if (not isinstance(shape, list) or not 1 <= len(shape) <= MAX_NDIM
-            or not all(_is_int(d) and d >= 1 for d in shape)):
-        raise FormatError(f"{where}: shape {str(shape)[:80]} must be 1..{MAX_NDIM} positive "
-                          "integers; the file is corrupt")
+    _check_shape(where, shape)
     low_rank = s["delta"] == "low_rank"
     limit = min(shape[0], math.prod(shape[1:])) if len(shape) >= 2 else 0
     if not _is_int(rank) or (low_rank and not 1 <= rank <= limit) or (not low_rank and rank):
