@@ -70,6 +70,8 @@ def test_compress_json_keys_then_inspect_and_eval(tiny_bert_dir, tmp_path, capsy
     (["compress", "./no/such/model"], "no such model directory"),
     (["inspect", "missing.safetensors"], "no such"),
     (["eval", "missing.safetensors"], "no such file"),
+    (["compress", "-o", "no_dir/x.safetensors"], "does not exist"),
+    (["tie", "--strategy", "all", "-o", "no_dir/x.safetensors"], "does not exist"),
 ])
 def test_errors_are_one_line_exit_1(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

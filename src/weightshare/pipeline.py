@@ -14,6 +14,7 @@ import torch
 from .codebook import ClusterConfig, cluster_
 from .errors import FormatError, ModelLoadError
 from .fidelity import call_model, embed, embedding_fidelity, first_tensor
+from .io.serialize import check_output_path
 from .models import LoadedModel, load_model, minilm_dir
 
 MINILM = "minilm"
@@ -134,7 +135,7 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
     from .report import inspect
 
     config = config or ClusterConfig()
-    out = Path(output) if output else default_output(spec, config.bits)
+    out = check_output_path(output if output else default_output(spec, config.bits))
     t0 = time.perf_counter()
     lm = open_model(spec)
     t_load = time.perf_counter() - t0
@@ -223,8 +224,8 @@ def tie(spec: str = MINILM, config: Any = None, output: str | Path | None = None
     from .tying import TieConfig, tie_
 
     config = config or TieConfig(strategy="cycle")
-    out = Path(output) if output else Path(f"{Path(spec).stem if spec != MINILM else MINILM}"
-                                           f"-tied.safetensors")
+    out = check_output_path(output if output else f"{Path(spec).stem if spec != MINILM else MINILM}"
+                                                   "-tied.safetensors")
     t0 = time.perf_counter()
     lm = open_model(spec)
     t_load = time.perf_counter() - t0

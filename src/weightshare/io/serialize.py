@@ -45,6 +45,19 @@ _DROP = object()  # marks values jsonable() leaves out
 
 # ---------------------------------------------------------------- save
 
+def check_output_path(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, or SaveError if a file cannot be written there (checked before
+    long work, so that a bad ``-o`` fails at once)."""
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        raise SaveError(f"directory {parent} does not exist; create it or choose another -o path")
+    if path.is_dir():
+        raise SaveError(f"{path} is a directory; choose a file path such as "
+                        f"{path / 'model.safetensors'}")
+    return path
+
+
 def save(model: nn.Module, path: str | os.PathLike, *, extra: dict | None = None) -> Path:
     """Write ``model`` to one safetensors file at ``path``, atomically; return the path.
 
@@ -60,13 +73,7 @@ def save(model: nn.Module, path: str | os.PathLike, *, extra: dict | None = None
         >>> read_metadata(p)["ties"]
         {'1.weight': '0.weight'}
     """
-    path = Path(path)
-    parent = path.parent
-    if not parent.is_dir():
-        raise SaveError(f"directory {parent} does not exist; create it or choose another -o path")
-    if path.is_dir():
-        raise SaveError(f"{path} is a directory; choose a file path such as "
-                        f"{path / 'model.safetensors'}")
+    path = check_output_path(path)
     if extra is not None and not isinstance(extra, dict):
         raise SaveError(f"extra must be a dict, got {type(extra).__name__}; "
                         "pass e.g. {'note': 'x'}")
