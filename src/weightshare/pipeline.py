@@ -5,6 +5,7 @@ Each returns a JSON-serialisable dict (the CLI's ``--json`` output).
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,17 @@ from typing import Any
 import torch
 
 from .codebook import ClusterConfig, cluster_
+from .data.sentences import calibration_sentences, eval_sentences
+from .data.text import read_texts
+from .distill import distill_
 from .errors import FormatError, ModelLoadError
 from .fidelity import call_model, embed, embedding_fidelity, first_tensor
+from .io import load, read_metadata, save
 from .io.serialize import check_output_path
 from .models import LoadedModel, load_model, minilm_dir
+from .report import inspect
+from .tying import TieConfig, block_similarity, plot_similarity, suggest_plan, tie_
+from .tying.batches import as_batches
 
 MINILM = "minilm"
 
@@ -32,8 +40,6 @@ def open_model(spec: str = MINILM) -> LoadedModel:
     if path.suffix == ".safetensors" and not path.is_file():
         raise FormatError(f"no such file: {spec}; check the path")
     if path.is_file():
-        from .io import load, read_metadata
-
         meta = read_metadata(path)
         extra = meta.get("extra") or {}
         model = load(path)
@@ -64,8 +70,6 @@ class Fidelity:
     """Records the original model's outputs on held-out inputs, then scores a candidate."""
 
     def __init__(self, lm: LoadedModel) -> None:
-        from .data.sentences import eval_sentences
-
         self.lm = lm
         self.sentences = eval_sentences()
         if lm.tokenizer is not None and lm.kind == "sentence-embedding":
@@ -101,15 +105,10 @@ def calibration_batches(lm: LoadedModel, count: int = 32, batch_size: int = 32) 
 
     Data-aware clustering needs only the mean square of each input feature, which a
     few hundred token vectors estimate well: 32 sentences by default."""
-    from .data.sentences import calibration_sentences
-
     if lm.tokenizer is None:
         raise ModelLoadError(f"{lm.name} has no tokenizer, so built-in calibration text "
                              "cannot be used; pass calibration batches through the Python API")
-    texts = calibration_sentences()[:count]
-    return [dict(lm.tokenizer(texts[i:i + batch_size], padding=True, truncation=True,
-                              max_length=128, return_tensors="pt"))
-            for i in range(0, len(texts), batch_size)]
+    return as_batches(calibration_sentences()[:count], lm.tokenizer, batch_size=batch_size)
 
 
 def default_output(spec: str, bits: int) -> Path:
@@ -131,9 +130,6 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
         >>> summary["ratio"] > 7.5
         True
     """
-    from .io import save
-    from .report import inspect
-
     config = config or ClusterConfig()
     out = check_output_path(output if output else default_output(spec, config.bits))
     t0 = time.perf_counter()
@@ -155,7 +151,7 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
 
     after = inspect(lm.model)
     clustered = [r for r in after.rows if r.scheme == "codebook"]
-    code_values = sum(_numel(r.shape) for r in clustered)
+    code_values = sum(math.prod(r.shape) for r in clustered)
     code_bytes = sum(r.stored_bytes for r in clustered)
     file_bytes = out.stat().st_size
     return {
@@ -176,8 +172,6 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
 
 def evaluate(path: str | Path, reference: str = MINILM) -> dict[str, Any]:
     """Fidelity of a saved file against the model it came from (held-out inputs)."""
-    from .report import inspect
-
     ref = open_model(reference)
     cand = open_model(str(path))
     if ref.tokenizer is not None and cand.tokenizer is None:
@@ -185,20 +179,7 @@ def evaluate(path: str | Path, reference: str = MINILM) -> dict[str, Any]:
     fid = Fidelity(ref)
     rep = inspect(path)
     return {"file": str(path), "reference": reference, "file_bytes": rep.file_bytes,
-            "dense_bytes": ref_dense(ref), "fidelity": fid.score(cand.model)}
-
-
-def ref_dense(lm: LoadedModel) -> int:
-    from .report import inspect
-
-    return inspect(lm.model).dense_bytes
-
-
-def _numel(shape: list[int]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
+            "dense_bytes": inspect(ref.model).dense_bytes, "fidelity": fid.score(cand.model)}
 
 
 def tie(spec: str = MINILM, config: Any = None, output: str | Path | None = None, *,
@@ -219,10 +200,6 @@ def tie(spec: str = MINILM, config: Any = None, output: str | Path | None = None
     """
     import copy
 
-    from .io import save
-    from .report import inspect
-    from .tying import TieConfig, tie_
-
     config = config or TieConfig(strategy="cycle")
     out = check_output_path(output if output else f"{Path(spec).stem if spec != MINILM else MINILM}"
                                                    "-tied.safetensors")
@@ -241,8 +218,6 @@ def tie(spec: str = MINILM, config: Any = None, output: str | Path | None = None
 
     t_distill = 0.0
     if texts is not None:
-        from .distill import distill_
-
         t0 = time.perf_counter()
         distill_(lm.model, teacher, texts, steps=distill_steps or None, lr=lr,
                  time_budget=distill_seconds, tokenizer=lm.tokenizer, progress=progress)
@@ -273,11 +248,7 @@ def tie(spec: str = MINILM, config: Any = None, output: str | Path | None = None
 
 def _distill_texts(data: str | Path | None) -> list[str]:
     if data is None:
-        from .data.sentences import calibration_sentences
-
-        return calibration_sentences()
-    from .data.text import read_texts
-
+            return calibration_sentences()
     return read_texts(data, max_samples=4096)
 
 
@@ -286,19 +257,13 @@ def similarity(spec: str = MINILM, *, stack: str | None = None, unique: int | No
     """Redundancy analysis of a model's repeated blocks on the built-in calibration
     sentences (when the model has a tokenizer), with a suggested tie plan when ``unique``
     or ``cut`` is given and a heatmap PNG when ``plot`` is given."""
-    from .tying import block_similarity, suggest_plan
-
     lm = open_model(spec)
     inputs = None
     if lm.tokenizer is not None:
-        from .data.sentences import calibration_sentences
-
-        inputs = calibration_sentences()[:32]
+            inputs = calibration_sentences()[:32]
     report = block_similarity(lm.model, inputs, stack=stack, tokenizer=lm.tokenizer)
     result: dict[str, Any] = {"model": spec, "similarity": report.to_dict()}
     if plot:
-        from .tying import plot_similarity
-
         result["plot"] = plot_similarity(report, str(plot))
     if unique is not None or cut is not None:
         plan = suggest_plan(lm.model, unique=unique, cut=cut, inputs=inputs, stack=stack,
