@@ -2,8 +2,9 @@
 
 Tying layers of a small pretrained model after the fact is expensive; this measures by
 how much. Each run ties a fresh copy of the model, optionally distils it for a CPU time
-budget toward the original (on the calibration sentences), and measures the cosine of
-mean-pooled sentence embeddings vs the original on the held-out evaluation sentences.
+budget toward the original (``distill_`` on the 2,021 built-in calibration sentences and
+variants of them, cosine learning-rate decay), and measures the cosine of mean-pooled
+sentence embeddings vs the original on the 642 held-out evaluation sentences.
 
 Runs: strategy x init x scope x relaxation rank (the grid), the tie plans that the
 redundancy analysis suggests (10% and 23% parameter cuts, 3 unique blocks), each for
@@ -11,7 +12,8 @@ every distillation budget; and one training step of a tied vs an untied twin, st
 and peak memory, measured in the same run (fresh subprocess each).
 
     python benchmarks/tying.py --grid quick --distill-seconds 30 --eval-sentences 200
-    python benchmarks/tying.py --grid targets --distill-seconds 600          # ~25 minutes
+    python benchmarks/tying.py --grid targets --distill-seconds 120 600      # ~30 minutes
+    python benchmarks/tying.py --grid pareto --distill-seconds 120          # ~20 minutes
     python benchmarks/tying.py --grid default --distill-seconds 120 600     # a few hours
     python benchmarks/tying.py --grid full --distill-seconds 120 600        # longer
 
@@ -37,7 +39,8 @@ from weightshare.data.sentences import calibration_sentences, eval_sentences
 from weightshare.distill import distill_
 from weightshare.fidelity import embed, embedding_fidelity
 from weightshare.models import load_model
-from weightshare.tying import TieConfig, suggest_plan, tie_
+from weightshare.pipeline import suggest
+from weightshare.tying import TieConfig, tie_
 
 SCOPES = {"block": None, "attention": "attention", "ffn": "intermediate|output"}
 MIDDLE = {"scope": "attention", "layers": "1..4", "strategy": "all"}  # chosen layers
@@ -54,12 +57,16 @@ def grid(kind: str) -> list[dict]:
         name = f"{strategy}{unique or ''}-{scope}-{init}-r{rank}"
         runs.append({"name": name, "scope_kind": scope, "config": kw, "distill": distill})
 
-    if kind in ("quick", "targets"):  # targets: only the tie plans are distilled
-        add("sequence", "first", "block", 0, kind == "quick")
-        add("cycle", "first", "block", 0, False)
-        add("sequence", "first", "attention", 0, False)
-        add("sequence", "first", "ffn", 0, False)
-        add("sequence", "mean", "block", 8, False)
+    if kind in ("quick", "targets", "pareto"):  # targets: only the tie plans are distilled
+        distill = kind != "targets"
+        add("sequence", "first", "block", 0, distill)
+        add("cycle", "first", "block", 0, distill)
+        add("sequence", "first", "attention", 0, distill)
+        add("sequence", "first", "ffn", 0, distill)
+        add("sequence", "mean", "block", 8, distill)
+        if kind == "pareto":
+            add("sequence", "mean", "block", 32, True)
+            add("sequence", "stepwise", "attention", 0, True)
     else:
         full = kind == "full"
         for strategy in ("sequence", "cycle", "cycle_rev", "repeat"):
@@ -74,7 +81,7 @@ def grid(kind: str) -> list[dict]:
             add("all", "mean", scope, 0, full, unique=None)
     runs.append({"name": "all-attention-layers1..4-first-r0", "scope_kind": "layers",
                  "config": {**MIDDLE, "unique": None, "init": "first", "rank": 0},
-                 "distill": kind not in ("quick", "targets")})
+                 "distill": kind != "targets"})
     return runs
 
 
@@ -202,15 +209,17 @@ def pareto_plot(runs: list[dict], reference_params: int, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--grid", choices=["quick", "targets", "default", "full"], default="default",
+    ap.add_argument("--grid", choices=["quick", "targets", "pareto", "default", "full"],
+                    default="default",
                     help="targets: the issue's checks (suggested plans for a 10%% and a 23%% "
-                         "cut, distilled) plus the quick grid undistilled")
+                         "cut, distilled) plus the quick grid undistilled; pareto: the quick "
+                         "grid and a few more, each distilled, without the plans")
     ap.add_argument("--distill-seconds", type=float, nargs="*", default=[120.0],
                     help="distillation budgets in CPU seconds (0 is always included)")
     ap.add_argument("--eval-sentences", type=int, default=0, help="0 = all held-out sentences")
     ap.add_argument("--distill-batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=2e-4)
-    ap.add_argument("--plan-sentences", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--no-augment", action="store_true", help="distill on the sentences only")
     ap.add_argument("--no-plans", action="store_true")
     ap.add_argument("--train-steps", type=int, default=3, help="0 skips the step probe")
     ap.add_argument("--threads", type=int, default=2)
@@ -233,14 +242,12 @@ def main() -> None:
 
     specs = grid(args.grid)
     plans = []
-    if not args.no_plans:
-        probe = [dict(tok(calibration[:args.plan_sentences], padding=True, truncation=True,
-                          max_length=64, return_tensors="pt"))]
+    if not args.no_plans and args.grid != "pareto":
         wanted = (("plan-cut-10%", {"cut": 0.10}), ("plan-cut-23%", {"cut": 0.23}),
                   ("plan-unique-3", {"unique": 3}))
         for label, kw in wanted[:2] if args.grid == "targets" else wanted:
             t = time.perf_counter()
-            plan = suggest_plan(ref_model, inputs=probe, **kw)
+            plan = suggest(lm, **kw)  # what `weightshare tie --cut F` ties
             seconds = time.perf_counter() - t
             print(f"{label}: {plan.describe()} [{seconds:.0f} s]", flush=True)
             plans.append({"name": label, "seconds": seconds, **plan.to_dict()})
@@ -257,7 +264,8 @@ def main() -> None:
             log: list[dict] = []
             if budget:
                 distill_(student, ref_model, calibration, steps=None, time_budget=budget,
-                         tokenizer=tok, batch_size=args.distill_batch, lr=args.lr, history=log)
+                         tokenizer=tok, batch_size=args.distill_batch, lr=args.lr,
+                         augment=not args.no_augment, history=log)
             fid = fidelity(student, tok, held_out, reference)
             row = {"name": spec["name"], "scope_kind": spec["scope_kind"],
                    "config": spec["config"] if "plan" not in spec else "plan",

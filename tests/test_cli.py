@@ -155,10 +155,24 @@ def test_tie_json_and_similarity(tiny_bert_dir, tmp_path, capsys):
     assert "encoder.layer (2 blocks)" in stdout
 
 
+def test_tie_suggested_plan(tiny_bert_dir, tmp_path, capsys):
+    out = tmp_path / "plan.safetensors"
+    code, stdout, err = run(["tie", str(tiny_bert_dir), "--cut", "0.05", "-o", str(out),
+                             "--json", "--no-eval"], capsys)
+    assert code == 0, err
+    r = json.loads(stdout)
+    assert r["plan"]["fraction_saved"] >= 0.05 and r["plan_text"].startswith("tie plan:")
+    saved = r["unique_params_before"] - r["unique_params_after"]
+    assert saved == r["plan"]["params_saved"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["tie", "--strategy", "zigzag"], "zigzag"),
     (["tie", "--strategy", "cycle", "--unique", "9"], "unique"),
     (["tie", "--strategy", "all", "--rank", "-3"], "rank"),
+    (["tie"], "give either --strategy"),
+    (["tie", "--strategy", "all", "--cut", "0.1"], "give either --strategy"),
+    (["tie", "--cut", "1.5"], "cut must be a fraction"),
 ])
 def test_tie_errors_one_line(argv, message, tiny_bert_dir, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

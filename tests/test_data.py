@@ -22,7 +22,17 @@ SHAKESPEARE = DATA_DIR / "shakespeare"
 
 def test_sentence_counts():
     assert len(eval_sentences()) >= 600
-    assert len(calibration_sentences()) == 256
+    assert len(calibration_sentences()) == 2021
+
+
+def test_no_calibration_sentence_paraphrases_an_eval_sentence():
+    def runs(s: str, n: int = 5) -> set[str]:
+        w = s.lower().split()
+        return {" ".join(w[i:i + n]) for i in range(len(w) - n + 1)}
+
+    evals = set().union(*(runs(s) for s in eval_sentences()))
+    added = calibration_sentences()[256:]  # the first 256 were written with the eval set
+    assert not [s for s in added if runs(s) & evals]
 
 
 @pytest.mark.parametrize("sentences", [eval_sentences(), calibration_sentences()])

@@ -16,6 +16,8 @@ gradients on): with a few hundred steps the noise costs more than it regularises
 
 from __future__ import annotations
 
+import math
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -25,27 +27,44 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
-from .tying.batches import as_batches, first_tensor, model_device, run_batch, to_device, token_mask
+from .errors import ConfigError, DataError
+from .tying.batches import (
+    as_batches,
+    first_tensor,
+    is_batch,
+    model_device,
+    run_batch,
+    to_device,
+    token_mask,
+)
 
 LOSSES = ("auto", "cosine", "kl", "mse")
+SCHEDULES = ("cosine", "linear", "constant")
 
 
 def distill_(student: nn.Module, teacher: nn.Module, data: Any, steps: int | None = 100,
              lr: float = 1e-4, *, time_budget: float | None = None, tokenizer: Any = None,
-             batch_size: int = 32, loss: str | Callable[..., torch.Tensor] = "auto",
+             batch_size: int = 16, loss: str | Callable[..., torch.Tensor] = "auto",
+             schedule: str = "cosine", augment: bool = False, seed: int = 0,
              weight_decay: float = 0.0, max_grad_norm: float | None = 1.0,
              progress: bool | None = None, history: list[dict] | None = None,
              cache_teacher: bool = True) -> nn.Module:
     """Train ``student`` in place to reproduce ``teacher`` on ``data``; returns ``student``.
 
     ``data``: one batch or a list of batches (tensors, dicts of tensors, tuples), or
-    sentences with ``tokenizer``; batches are cycled. Stops after ``steps`` optimizer
-    steps or ``time_budget`` seconds, whichever comes first (``steps=None``: time
-    only). Shared tensors are one parameter, so the optimizer updates each once.
-    ``history``, if given, receives ``{"step", "loss", "seconds"}`` per step. The
-    progress bar goes to stderr, and only when stderr is a terminal
-    (``progress=True/False`` forces it).
+    sentences with ``tokenizer``. Every pass over the data visits it in a new seeded
+    order; sentences are regrouped into new batches of ``batch_size`` of similar
+    lengths each pass (fixed batches seen again and again over-fit a small calibration
+    set). ``augment=True``
+    (sentences only) also feeds variants of them: two sentences spliced at their
+    middles, or 15% of the words dropped, which widens a small set of inputs.
+    Stops after ``steps`` optimizer steps or ``time_budget`` seconds, whichever comes
+    first (``steps=None``: time only). ``schedule``: the learning rate after a short
+    warm-up, ``cosine`` or ``linear`` decay to 0 over the run (measured in steps or in
+    seconds, whichever ends it first) or ``constant``. Shared tensors are one
+    parameter, so the optimizer updates each once. ``history``, if given, receives
+    ``{"step", "loss", "lr", "seconds"}`` per step. The progress bar goes to stderr, and
+    only when stderr is a terminal (``progress=True/False`` forces it).
 
     Example:
         >>> import copy, torch
@@ -66,15 +85,16 @@ def distill_(student: nn.Module, teacher: nn.Module, data: Any, steps: int | Non
     if isinstance(loss, str) and loss not in LOSSES:
         raise ConfigError(f"unknown distillation loss {loss!r}; use one of {', '.join(LOSSES)} "
                           "or a callable(student_out, teacher_out, batch)")
-    batches = as_batches(data, tokenizer, batch_size=batch_size)
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"unknown learning-rate schedule {schedule!r}; use one of "
+                          f"{', '.join(SCHEDULES)}")
+    feed = _Feed(data, tokenizer, batch_size, augment, seed)
     device = model_device(student)
     params = [p for p in student.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("the student has no trainable parameter; set requires_grad=True")
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    # short linear warm-up: Adam's first steps are the noisiest
-    warmup = max(1, min(10, steps // 10)) if steps else 3
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+    warmup = max(1, min(10, steps // 10)) if steps else 10  # Adam's first steps are the noisiest
     cache: dict[int, Any] = {}
     modes = (student.training, teacher.training)
     student.eval()
@@ -84,17 +104,21 @@ def distill_(student: nn.Module, teacher: nn.Module, data: Any, steps: int | Non
     step = 0
     try:
         while steps is None or step < steps:
-            if time_budget is not None and time.perf_counter() - start >= time_budget:
+            elapsed = time.perf_counter() - start
+            if time_budget is not None and elapsed >= time_budget:
                 break
-            k = step % len(batches)
-            batch = to_device(batches[k], device)
-            if k in cache:
-                target = cache[k]
-            else:
+            done = max(step / steps if steps else 0.0,
+                       elapsed / time_budget if time_budget else 0.0)
+            for group in opt.param_groups:
+                group["lr"] = lr * min(1.0, (step + 1) / warmup) * _decay(schedule, done)
+            key, batch = feed.next()
+            batch = to_device(batch, device)
+            target = cache.get(key) if key is not None else None
+            if target is None:
                 with torch.no_grad():
                     target = run_batch(teacher, batch)
-                if cache_teacher:
-                    cache[k] = target
+                if cache_teacher and key is not None:
+                    cache[key] = target
             value = _loss(loss, run_batch(student, batch), target, batch)
             loss_value = float(value.detach())
             opt.zero_grad(set_to_none=True)
@@ -102,10 +126,9 @@ def distill_(student: nn.Module, teacher: nn.Module, data: Any, steps: int | Non
             if max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
             opt.step()
-            sched.step()
             step += 1
             if history is not None:
-                history.append({"step": step, "loss": loss_value,
+                history.append({"step": step, "loss": loss_value, "lr": opt.param_groups[0]["lr"],
                                 "seconds": time.perf_counter() - start})
             if bar is not None:
                 bar.update(1)
@@ -116,6 +139,92 @@ def distill_(student: nn.Module, teacher: nn.Module, data: Any, steps: int | Non
         student.train(modes[0])
         teacher.train(modes[1])
     return student
+
+
+def _decay(schedule: str, done: float) -> float:
+    done = min(max(done, 0.0), 1.0)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * done))
+    if schedule == "linear":
+        return 1.0 - done
+    return 1.0
+
+
+class _Feed:
+    """Batches for distillation, a new seeded order every pass over the data.
+
+    Sentences are drawn in pools of 8 batches; each pool is sorted by length before it
+    is cut into batches (and the batches shuffled), so a batch pads little: on CPU the
+    padding costs as much as the text.
+
+    ``next()`` returns ``(key, batch)``; ``key`` identifies a batch that comes back
+    unchanged (user batches), so the teacher's output on it can be cached, and is
+    None for batches built afresh (sentences).
+    """
+
+    POOL = 8  # batches per length-sorted pool
+
+    def __init__(self, data: Any, tokenizer: Any, batch_size: int, augment: bool,
+                 seed: int) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        items = list(data) if isinstance(data, (list, tuple)) and not is_batch(data) else None
+        self.sentences = items if items and all(isinstance(x, str) for x in items) else None
+        if self.sentences is not None:
+            if tokenizer is None:
+                raise DataError("got sentences but no tokenizer; pass tokenizer=... (e.g. "
+                                "AutoTokenizer.from_pretrained(...)) or tokenized batches")
+        else:
+            if augment:
+                raise ConfigError("augment=True needs sentences (and a tokenizer); it cannot "
+                                  "change tokenized or tensor batches")
+            self.batches = as_batches(data, tokenizer, batch_size=batch_size)
+        self.tokenizer, self.batch_size, self.augment = tokenizer, batch_size, augment
+        self.rng = random.Random(seed)
+        self.order: list[int] = []  # what is left of the current pass
+        self.ready: list[list[str]] = []  # sentence batches of the current pool
+
+    def _take(self, count: int) -> list[int]:
+        if not self.order:
+            n = len(self.sentences) if self.sentences is not None else len(self.batches)
+            self.order = list(range(n))
+            self.rng.shuffle(self.order)
+        picked, self.order = self.order[:count], self.order[count:]
+        return picked
+
+    def next(self) -> tuple[int | None, Any]:
+        if self.sentences is None:
+            key = self._take(1)[0]
+            return key, self.batches[key]
+        if not self.ready:
+            texts = [self.sentences[i] for i in self._take(self.batch_size * self.POOL)]
+            if self.augment:
+                texts = [augment_sentence(t, self.sentences, self.rng) for t in texts]
+            texts.sort(key=len)
+            self.ready = [texts[i:i + self.batch_size]
+                          for i in range(0, len(texts), self.batch_size)]
+            self.rng.shuffle(self.ready)
+        return None, dict(self.tokenizer(self.ready.pop(), padding=True, truncation=True,
+                                         max_length=128, return_tensors="pt"))
+
+
+def augment_sentence(text: str, pool: list[str], rng: random.Random) -> str:
+    """A variant of ``text`` for distillation: a third of the time its first half spliced
+    with the second half of another sentence of ``pool``, a third of the time 15% of its
+    words dropped, else itself. The teacher labels whatever the student sees, so variants
+    need no labels; they only widen the inputs the two models are matched on.
+
+    Example:
+        >>> augment_sentence("a b c d", ["w x y z"], random.Random(1))
+        'a b y z'
+    """
+    words, r = text.split(), rng.random()
+    if r < 1 / 3 and len(words) > 1:
+        other = rng.choice(pool).split()
+        return " ".join(words[:len(words) // 2] + other[len(other) // 2:]) or text
+    if r < 2 / 3:
+        return " ".join(w for w in words if rng.random() >= 0.15) or text
+    return text
 
 
 def _progress(steps: int | None, progress: bool | None) -> Any:

@@ -16,7 +16,7 @@ from .codebook import ClusterConfig, cluster_
 from .data.sentences import calibration_sentences, eval_sentences
 from .data.text import read_texts
 from .distill import distill_
-from .errors import FormatError, ModelLoadError
+from .errors import ConfigError, FormatError, ModelLoadError
 from .fidelity import call_model, embed, embedding_fidelity, first_tensor
 from .io import load, read_metadata, save
 from .io.serialize import check_output_path
@@ -24,6 +24,7 @@ from .models import LoadedModel, load_model, minilm_dir
 from .report import inspect
 from .tying import TieConfig, block_similarity, plot_similarity, suggest_plan, tie_
 from .tying.batches import as_batches
+from .tying.suggest import TiePlan
 
 MINILM = "minilm"
 
@@ -183,14 +184,17 @@ def evaluate(path: str | Path, reference: str = MINILM) -> dict[str, Any]:
 
 
 def tie(spec: str = MINILM, config: Any = None, output: str | Path | None = None, *,
-        distill_steps: int = 0, distill_seconds: float | None = None,
-        data: str | Path | None = None, lr: float = 1e-4, measure: bool = True,
-        progress: bool | None = None) -> dict[str, Any]:
-    """Load a model, tie parts of it (``TieConfig``), optionally distill it back toward the
-    original on unlabeled text, save it, measure it. Returns the summary.
+        cut: float | None = None, distill_steps: int = 0, distill_seconds: float | None = None,
+        data: str | Path | None = None, lr: float = 1e-4, augment: bool = True,
+        measure: bool = True, progress: bool | None = None) -> dict[str, Any]:
+    """Load a model, tie parts of it (``TieConfig``, or with ``cut=f`` the plan that the
+    redundancy analysis suggests to remove a fraction f of the parameters), optionally
+    distill it back toward the original on unlabeled text, save it, measure it. Returns
+    the summary.
 
     Distillation data: ``data`` (a text file or a directory of .txt files), else the
-    built-in calibration sentences; never the evaluation sentences.
+    built-in calibration sentences; never the evaluation sentences. ``augment``: also
+    feed spliced / word-dropped variants of them (see ``distill_``).
 
     Example:
         >>> from weightshare.tying import TieConfig
@@ -200,7 +204,10 @@ def tie(spec: str = MINILM, config: Any = None, output: str | Path | None = None
     """
     import copy
 
-    config = config or TieConfig(strategy="cycle")
+    if cut is not None and config is not None:
+        raise ConfigError("give a tie config or cut=f (a suggested plan), not both")
+    if cut is None:
+        config = config or TieConfig(strategy="cycle")
     out = check_output_path(output if output else f"{Path(spec).stem if spec != MINILM else MINILM}"
                                                    "-tied.safetensors")
     t0 = time.perf_counter()
@@ -212,6 +219,8 @@ def tie(spec: str = MINILM, config: Any = None, output: str | Path | None = None
     teacher = copy.deepcopy(lm.model) if texts is not None else None
 
     t0 = time.perf_counter()
+    plan = suggest(lm, cut=cut) if cut is not None else None
+    config = plan.config if plan is not None else config
     tie_(lm.model, config)
     t_tie = time.perf_counter() - t0
     tied_fidelity = fidelity.score(lm.model) if (fidelity and teacher is not None) else None
@@ -220,7 +229,8 @@ def tie(spec: str = MINILM, config: Any = None, output: str | Path | None = None
     if texts is not None:
         t0 = time.perf_counter()
         distill_(lm.model, teacher, texts, steps=distill_steps or None, lr=lr,
-                 time_budget=distill_seconds, tokenizer=lm.tokenizer, progress=progress)
+                 time_budget=distill_seconds, tokenizer=lm.tokenizer, augment=augment,
+                 progress=progress)
         t_distill = time.perf_counter() - t0
         lm.model.eval()
 
@@ -233,6 +243,8 @@ def tie(spec: str = MINILM, config: Any = None, output: str | Path | None = None
         "model": spec,
         "output": str(out),
         "config": config.to_dict(),
+        **({"plan": plan.to_dict(), "plan_text": plan.describe()} if plan is not None else {}),
+        **({"plan": plan.to_dict(), "plan_text": plan.describe()} if plan is not None else {}),
         "unique_params_before": before.unique_params,
         "unique_params_after": after.unique_params,
         "stored_bytes_before": before.stored_bytes,
@@ -248,8 +260,20 @@ def tie(spec: str = MINILM, config: Any = None, output: str | Path | None = None
 
 def _distill_texts(data: str | Path | None) -> list[str]:
     if data is None:
-            return calibration_sentences()
+        return calibration_sentences()
     return read_texts(data, max_samples=4096)
+
+
+def suggest(lm: LoadedModel, *, unique: int | None = None, cut: float | None = None,
+            stack: str | None = None) -> TiePlan:
+    """The tie plan that the redundancy analysis suggests for ``lm``, measured on the first
+    32 built-in calibration sentences when the model has a tokenizer (else on weights)."""
+    return suggest_plan(lm.model, unique=unique, cut=cut, inputs=_probe(lm), stack=stack,
+                        tokenizer=lm.tokenizer)
+
+
+def _probe(lm: LoadedModel) -> list[str] | None:
+    return calibration_sentences()[:32] if lm.tokenizer is not None else None
 
 
 def similarity(spec: str = MINILM, *, stack: str | None = None, unique: int | None = None,
@@ -258,16 +282,12 @@ def similarity(spec: str = MINILM, *, stack: str | None = None, unique: int | No
     sentences (when the model has a tokenizer), with a suggested tie plan when ``unique``
     or ``cut`` is given and a heatmap PNG when ``plot`` is given."""
     lm = open_model(spec)
-    inputs = None
-    if lm.tokenizer is not None:
-            inputs = calibration_sentences()[:32]
-    report = block_similarity(lm.model, inputs, stack=stack, tokenizer=lm.tokenizer)
+    report = block_similarity(lm.model, _probe(lm), stack=stack, tokenizer=lm.tokenizer)
     result: dict[str, Any] = {"model": spec, "similarity": report.to_dict()}
     if plot:
         result["plot"] = plot_similarity(report, str(plot))
     if unique is not None or cut is not None:
-        plan = suggest_plan(lm.model, unique=unique, cut=cut, inputs=inputs, stack=stack,
-                            tokenizer=lm.tokenizer)
+        plan = suggest(lm, unique=unique, cut=cut, stack=stack)
         result["plan"] = plan.to_dict()
-        result["plan_text"] = str(plan)
+        result["plan_text"] = plan.describe()
     return result

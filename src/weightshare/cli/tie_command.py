@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..errors import ConfigError
 from ..tying.config import INITS, STRATEGIES, TieConfig
 from .commands import _fmt_fidelity
 from .main import cli, common_options, emit
@@ -22,6 +23,8 @@ def _tie_text(r: dict) -> str:
         f"time:    load {s['load']:.2f} s, tie {s['tie']:.2f} s, distill {s['distill']:.1f} s, "
         f"save {s['save']:.2f} s",
     ]
+    if r.get("plan_text"):
+        lines.insert(2, r["plan_text"])
     if r.get("fidelity_before_distill"):
         lines.append("before distillation: " + _fmt_fidelity(r["fidelity_before_distill"]))
     lines.append(_fmt_fidelity(r["fidelity"]))
@@ -30,8 +33,11 @@ def _tie_text(r: dict) -> str:
 
 @cli.command()
 @click.argument("model", required=False, default="minilm")
-@click.option("--strategy", type=click.Choice(STRATEGIES), required=True,
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
               help=TieConfig.help("strategy"))
+@click.option("--cut", type=float, default=None, metavar="F",
+              help="Instead of --strategy: tie what the redundancy analysis suggests to remove "
+                   "a fraction F of the parameters (e.g. 0.10).")
 @click.option("--unique", "-m", type=int, default=None, help=TieConfig.help("unique"))
 @click.option("--stack", default=None, help=TieConfig.help("stack"))
 @click.option("--scope", default=None, metavar="PAT", help=TieConfig.help("scope"))
@@ -46,6 +52,8 @@ def _tie_text(r: dict) -> str:
               help="Or for this many seconds (whichever ends first).")
 @click.option("--lr", type=float, default=1e-4, show_default=True,
               help="Learning rate of the distillation.")
+@click.option("--augment/--no-augment", default=True, show_default=True,
+              help="Also distill on spliced / word-dropped variants of the sentences.")
 @click.option("--data", type=click.Path(exists=True), default=None,
               help="Unlabeled text for distillation: a .txt file or a directory of them "
                    "[default: the built-in calibration sentences].")
@@ -53,18 +61,23 @@ def _tie_text(r: dict) -> str:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Output file [default: MODEL-tied.safetensors].")
 @common_options
-def tie(model: str, strategy: str, unique: int | None, stack: str | None, scope: str | None,
-        layers: str | None, init: str, rank: str, embeddings: bool, distill_steps: int,
-        distill_seconds: float | None, lr: float, data: str | None, no_eval: bool,
-        output: str | None, as_json: bool, quiet: bool) -> None:
+def tie(model: str, strategy: str | None, cut: float | None, unique: int | None,
+        stack: str | None, scope: str | None, layers: str | None, init: str, rank: str,
+        embeddings: bool, distill_steps: int, distill_seconds: float | None, lr: float,
+        augment: bool, data: str | None, no_eval: bool, output: str | None, as_json: bool,
+        quiet: bool) -> None:
     """Share whole blocks (or parts of them) across the layers of MODEL and save the result."""
     from ..pipeline import tie as run
 
-    config = TieConfig(strategy=strategy, unique=unique, stack=stack, scope=scope,
-                       layers=layers, init=init, rank=rank, embeddings=embeddings)
-    result = run(model, config, output, distill_steps=distill_steps,
-                 distill_seconds=distill_seconds, data=data, lr=lr, measure=not no_eval,
-                 progress=None if not quiet else False)
+    if (strategy is None) == (cut is None):
+        raise ConfigError("give either --strategy (with --unique, --scope ...) or --cut F "
+                          "(the suggested plan for a fraction F of the parameters)")
+    config = None if cut is not None else TieConfig(
+        strategy=strategy, unique=unique, stack=stack, scope=scope, layers=layers, init=init,
+        rank=rank, embeddings=embeddings)
+    result = run(model, config, output, cut=cut, distill_steps=distill_steps,
+                 distill_seconds=distill_seconds, data=data, lr=lr, augment=augment,
+                 measure=not no_eval, progress=None if not quiet else False)
     emit(result, as_json, quiet, _tie_text)
 
 
