@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError, DataError
+from .fidelity import first_tensor
 from .tying.batches import (
     as_batches,
-    first_tensor,
     is_batch,
     model_device,
     run_batch,

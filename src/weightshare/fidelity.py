@@ -32,9 +32,14 @@ def _eval_mode(*models: torch.nn.Module) -> Iterator[None]:
 
 
 def first_tensor(output: Any) -> torch.Tensor:
-    """The main tensor of a model output: a tensor, or the first one in a tuple/dict/ModelOutput."""
+    """The main tensor of a model output: a tensor, its ``last_hidden_state`` or ``logits``,
+    else the first tensor found in a tuple / dict / ModelOutput (recursively)."""
     if isinstance(output, torch.Tensor):
         return output
+    for attr in ("last_hidden_state", "logits"):
+        value = getattr(output, attr, None)
+        if isinstance(value, torch.Tensor):
+            return value
     if isinstance(output, (str, bytes)):
         raise DataError(f"model output is text ({output!r:.40}), not a tensor; "
                         "return a tensor, a tuple of tensors or a ModelOutput")

@@ -78,23 +78,6 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def first_tensor(out: Any) -> torch.Tensor:
-    """The main tensor of a module's output: itself, ``last_hidden_state``, or the first item."""
-    if isinstance(out, torch.Tensor):
-        return out
-    hidden = getattr(out, "last_hidden_state", None)
-    if isinstance(hidden, torch.Tensor):
-        return hidden
-    logits = getattr(out, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    if isinstance(out, Mapping):
-        out = list(out.values())
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
-    raise DataError(f"cannot find the output tensor in a {type(out).__name__}")
-
-
 def token_mask(batch: Batch) -> torch.Tensor | None:
     """(batch, tokens) bool mask of real tokens, when the batch carries an attention mask."""
     if isinstance(batch, Mapping) and isinstance(batch.get("attention_mask"), torch.Tensor):

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from .batches import as_batches, first_tensor, model_device, rows, run_batch, to_device, token_mask
+from ..fidelity import first_tensor
+from .batches import as_batches, model_device, rows, run_batch, to_device, token_mask
 from .blocks import BlockStack, select_stack
 from .names import get_param
 from .tiesets import scope_matches
