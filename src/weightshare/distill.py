@@ -55,9 +55,9 @@ def distill_(student: nn.Module, teacher: nn.Module, data: Any, steps: int | Non
     sentences with ``tokenizer``. Every pass over the data visits it in a new seeded
     order; sentences are regrouped into new batches of ``batch_size`` of similar
     lengths each pass (fixed batches seen again and again over-fit a small calibration
-    set). ``augment=True``
-    (sentences only) also feeds variants of them: two sentences spliced at their
-    middles, or 15% of the words dropped, which widens a small set of inputs.
+    set). ``augment=True`` (sentences only) also feeds variants of them: two sentences
+    spliced at their middles, or 15% of the words dropped, which widens a small set of
+    inputs.
     Stops after ``steps`` optimizer steps or ``time_budget`` seconds, whichever comes
     first (``steps=None``: time only). ``schedule``: the learning rate after a short
     warm-up, ``cosine`` or ``linear`` decay to 0 over the run (measured in steps or in
