@@ -221,6 +221,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--no-augment", action="store_true", help="distill on the sentences only")
     ap.add_argument("--no-plans", action="store_true")
+    ap.add_argument("--only", default=None, metavar="REGEX",
+                    help="run only the grid entries whose name this regular expression finds")
     ap.add_argument("--train-steps", type=int, default=3, help="0 skips the step probe")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/tying.json")
@@ -241,6 +243,9 @@ def main() -> None:
           f"budgets {budgets} s", flush=True)
 
     specs = grid(args.grid)
+    if args.only:
+        import re
+        specs = [s for s in specs if re.search(args.only, s["name"])]
     plans = []
     if not args.no_plans and args.grid != "pareto":
         wanted = (("plan-cut-10%", {"cut": 0.10}), ("plan-cut-23%", {"cut": 0.23}),

@@ -244,7 +244,6 @@ def tie(spec: str = MINILM, config: Any = None, output: str | Path | None = None
         "output": str(out),
         "config": config.to_dict(),
         **({"plan": plan.to_dict(), "plan_text": plan.describe()} if plan is not None else {}),
-        **({"plan": plan.to_dict(), "plan_text": plan.describe()} if plan is not None else {}),
         "unique_params_before": before.unique_params,
         "unique_params_after": after.unique_params,
         "stored_bytes_before": before.stored_bytes,
