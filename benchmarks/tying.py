@@ -28,6 +28,7 @@ import json
 import multiprocessing
 import os
 import platform
+import re
 import resource
 import sys
 import time
@@ -244,7 +245,6 @@ def main() -> None:
 
     specs = grid(args.grid)
     if args.only:
-        import re
         specs = [s for s in specs if re.search(args.only, s["name"])]
     plans = []
     if not args.no_plans and args.grid != "pareto":
