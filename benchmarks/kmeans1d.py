@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from weightshare.kmeans1d import kmeans1d, sse  # noqa: E402
+from weightshare.methods.codebook.kmeans.exact import kmeans1d, sse  # noqa: E402
 
 KS = (4, 16, 256)
 MINILM = ("encoder.layer.0.intermediate.dense.weight",

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 import weightshare as ws
+from weightshare.analysis.fidelity import embed, embedding_fidelity
 from weightshare.data.sentences import eval_sentences
-from weightshare.fidelity import embed, embedding_fidelity
 from weightshare.models import load_model
 from weightshare.pipeline import calibration_batches
 

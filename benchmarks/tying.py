@@ -36,12 +36,12 @@ from pathlib import Path
 
 import torch
 
+from weightshare.analysis.fidelity import embed, embedding_fidelity
 from weightshare.data.sentences import calibration_sentences, eval_sentences
-from weightshare.distill import distill_
-from weightshare.fidelity import embed, embedding_fidelity
+from weightshare.methods.tie import TieConfig, tie_
 from weightshare.models import load_model
 from weightshare.pipeline import suggest
-from weightshare.tying import TieConfig, tie_
+from weightshare.train.distill import distill_
 
 SCOPES = {"block": None, "attention": "attention", "ffn": "intermediate|output"}
 MIDDLE = {"scope": "attention", "layers": "1..4", "strategy": "all"}  # chosen layers

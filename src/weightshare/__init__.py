@@ -1,15 +1,20 @@
 """weightshare: weight sharing for any PyTorch model, measured.
 
-Public names only; the logic lives in the submodules.
+Public names only; the logic lives in the submodules:
+``core`` (protocol, registry, selection, ties), ``methods`` (one package per kind of
+sharing), ``io`` (the file format), ``analysis`` (inspect, fidelity), ``train``.
 """
 
-from .codebook import ClusterConfig, cluster_
-from .distill import distill_
+from .analysis.report import Report, inspect
+from .core.protocol import materialize_
+from .core.share import share_
+from .core.ties import find_ties, verify_ties
 from .errors import WeightShareError
 from .io import load, save
-from .kmeans1d import kmeans1d
-from .report import Report, inspect
-from .tying import TieConfig, find_ties, merge_, retie_, tie_, untie_, verify_ties
+from .methods.codebook import ClusterConfig, cluster_
+from .methods.codebook.kmeans import kmeans1d
+from .methods.tie import TieConfig, merge_, retie_, tie_, untie_
+from .train import distill_
 
 __version__ = "0.1.0"
 
@@ -25,9 +30,11 @@ __all__ = [
     "inspect",
     "kmeans1d",
     "load",
+    "materialize_",
     "merge_",
     "retie_",
     "save",
+    "share_",
     "tie_",
     "untie_",
     "verify_ties",

@@ -5,6 +5,7 @@ Each returns a JSON-serialisable dict (the CLI's ``--json`` output).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from pathlib import Path
@@ -12,19 +13,20 @@ from typing import Any
 
 import torch
 
-from .codebook import ClusterConfig, cluster_
+from .analysis.fidelity import embed, embedding_fidelity
+from .analysis.report import inspect
+from .analysis.similarity import block_similarity, plot_similarity
+from .analysis.suggest import TiePlan, suggest_plan
+from .core.batches import as_batches, first_tensor, run_batch
 from .data.sentences import calibration_sentences, eval_sentences
 from .data.text import read_texts
-from .distill import distill_
 from .errors import ConfigError, FormatError, ModelLoadError
-from .fidelity import call_model, embed, embedding_fidelity, first_tensor
 from .io import load, read_metadata, save
-from .io.serialize import check_output_path
+from .io.write import check_output_path
+from .methods.codebook import ClusterConfig, cluster_
+from .methods.tie import TieConfig, tie_
 from .models import LoadedModel, load_model, minilm_dir
-from .report import inspect
-from .tying import TieConfig, block_similarity, plot_similarity, suggest_plan, tie_
-from .tying.batches import as_batches
-from .tying.suggest import TiePlan
+from .train.distill import distill_
 
 MINILM = "minilm"
 
@@ -34,7 +36,7 @@ def open_model(spec: str = MINILM) -> LoadedModel:
 
     Example:
         >>> lm = open_model("minilm")  # doctest: +SKIP
-        >>> lm.kind
+        >>> lm.kind  # doctest: +SKIP
         'sentence-embedding'
     """
     path = Path(spec)
@@ -78,7 +80,7 @@ class Fidelity:
         else:
             self.inputs = self._probe_inputs()
             with torch.inference_mode():
-                self.reference = first_tensor(call_model(lm.model, self.inputs)).clone()
+                self.reference = first_tensor(run_batch(lm.model, self.inputs)).clone()
 
     def _probe_inputs(self) -> Any:
         if self.lm.tokenizer is not None:
@@ -96,7 +98,7 @@ class Fidelity:
             return embedding_fidelity(self.reference, embed(candidate, self.lm.tokenizer,
                                                             self.sentences))
         with torch.inference_mode():
-            out = first_tensor(call_model(candidate, self.inputs))
+            out = first_tensor(run_batch(candidate, self.inputs))
         err = (out - self.reference).norm() / self.reference.norm().clamp(min=1e-30)
         return {"relative_error": float(err)}
 
@@ -128,7 +130,7 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
 
     Example:
         >>> summary = compress("minilm", ClusterConfig(bits=4), "m.safetensors")  # doctest: +SKIP
-        >>> summary["ratio"] > 7.5
+        >>> summary["ratio"] > 7.5  # doctest: +SKIP
         True
     """
     config = config or ClusterConfig()
@@ -197,13 +199,10 @@ def tie(spec: str = MINILM, config: Any = None, output: str | Path | None = None
     feed spliced / word-dropped variants of them (see ``distill_``).
 
     Example:
-        >>> from weightshare.tying import TieConfig
         >>> r = tie("minilm", TieConfig(strategy="cycle", unique=3))  # doctest: +SKIP
-        >>> r["unique_params_after"] < r["unique_params_before"]
+        >>> r["unique_params_after"] < r["unique_params_before"]  # doctest: +SKIP
         True
     """
-    import copy
-
     if cut is not None and config is not None:
         raise ConfigError("give a tie config or cut=f (a suggested plan), not both")
     if cut is None:

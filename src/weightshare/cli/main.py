@@ -1,4 +1,4 @@
-"""Command-line entry point: parse flags, call the Python API, print.
+"""Command-line entry point: the ``weightshare`` group, its verbs, and error handling.
 
 Errors a user can cause print one line on stderr and exit 1; ``WEIGHTSHARE_DEBUG=1``
 shows the traceback instead.
@@ -6,38 +6,18 @@ shows the traceback instead.
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
 
 import click
 
 from ..errors import WeightShareError
+from .compress import compress
+from .eval import eval_cmd
+from .inspect import inspect_cmd
+from .tie import tie
 
 DEBUG_ENV = "WEIGHTSHARE_DEBUG"
-
-
-def common_options(func: Callable) -> Callable:
-    """--json and --quiet, shared by every verb."""
-
-    @click.option("--json", "as_json", is_flag=True,
-                  help="Print one JSON object on stdout (keys documented in the README).")
-    @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors (and --json).")
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return func(*args, **kwargs)
-
-    return wrapper
-
-
-def emit(result: dict, as_json: bool, quiet: bool, text: Callable[[dict], str]) -> None:
-    if as_json:
-        click.echo(json.dumps(result, indent=None, default=str))
-    elif not quiet:
-        click.echo(text(result))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,6 +28,10 @@ def cli() -> None:
     MODEL is a transformers model directory or hub id, a weightshare .safetensors
     file, or `minilm` (the packaged all-MiniLM-L6-v2, the default).
     """
+
+
+for _verb in (compress, tie, inspect_cmd, eval_cmd):
+    cli.add_command(_verb)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,7 +61,3 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)
         sys.exit(130)
-
-
-# the verbs register themselves on `cli`
-from . import commands, tie_command  # noqa: E402,F401

@@ -1,67 +1,70 @@
-"""Put the tensors of a validated weightshare file into a model (the second half of ``load``).
+"""Loading weightshare files: validate, check the fit with the model, then place.
 
-New tensors are *assigned* (never ``copy_``-ed into the old ones), so a
-skeleton built on the meta device works and every tensor keeps the dtype it
-was stored in: a round trip is bit-identical. Ties are restored by registering
-the very same object under every alias name.
+New tensors are *assigned* (never ``copy_``-ed into the old ones), so a skeleton built
+on the meta device works and every tensor keeps the dtype it was stored in: a round
+trip is bit-identical. Shared weights are rebuilt through the protocol
+(``from_scheme``), whatever their kind; ties are restored by registering the very
+same object under every alias name. Every check runs, and every object is built,
+before the model is touched: a file that does not fit leaves it as it was.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
-from collections.abc import Iterator
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..codebook.parametrization import CodebookWeight, attach_codebook, codebook_of, share_codebook
+from ..core.protocol import SharedWeight, attach, iter_shared, join, shared_of
+from ..core.ties import record_ties, set_tie_map
 from ..errors import FormatError, ModelLoadError, TieError
-from ..tying.relax import prepare_relaxed, relaxed_of
-from .bitpack import unpack_codes
-from .schema import codebook_name, codes_name
+from .read import read_raw, read_validated, unpack_part
+from .schema import Layout, part_name, scheme_body
 
 
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
+def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
+    """Load a weightshare file into ``model`` (or a model rebuilt from its config); eval mode.
+
+    Everything is validated before anything is built. Shared weights come back as their
+    parametrizations (codebooks, relaxed ties, ...), ties as one shared object,
+    bit-identical.
+
+    Example:
+        >>> import torch, tempfile, os
+        >>> from weightshare.io import save
+        >>> m = torch.nn.Linear(3, 2)
+        >>> p = save(m, os.path.join(tempfile.mkdtemp(), "m.safetensors"))
+        >>> torch.equal(load(p, torch.nn.Linear(3, 2)).weight, m.weight)
+        True
+    """
+    meta, infos, layout = read_validated(path)
+    if model is None:
+        model = _build_model(meta, path)
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"model must be a torch.nn.Module, got {type(model).__name__}; pass "
+                             "the skeleton to load into")
+    raw = read_raw(Path(path), infos)
+    apply_file(model, meta, layout, raw, str(path))
+    set_tie_map(model, {})
+    record_ties(model)
+    return model.eval()
 
 
-def parametrized_weights(model: nn.Module) -> Iterator[tuple[str, str, nn.Module, str]]:
-    """(weight fqn, state_dict prefix of its parts, module, attr) for every parametrized
-    tensor, once per registration (a module registered twice is yielded under each name)."""
-    for mname, module in model.named_modules(remove_duplicate=False):
-        if parametrize.is_parametrized(module):
-            for attr in module.parametrizations:
-                prefix = _join(mname, f"parametrizations.{attr}") + "."
-                yield _join(mname, attr), prefix, module, attr
-
-
-def codebook_parts(module: nn.Module, attr: str, fqn: str,
-                   error: type[Exception]) -> tuple[CodebookWeight, nn.Parameter]:
-    """(parametrization, codebook) of a codebook weight; ``error`` for any other parametrization."""
-    plist = module.parametrizations[attr]
-    if len(plist) != 1 or not isinstance(plist[0], CodebookWeight):
-        kinds = ", ".join(type(p).__name__ for p in plist)
-        raise error(f"{fqn} uses parametrization(s) {kinds}, which the weightshare format cannot "
-                    "store; remove them (parametrize.remove_parametrizations) first")
-    return plist[0], plist.original
-
-
-def dense_state(model: nn.Module, error: type[Exception]) -> tuple[dict, dict[str, torch.Tensor]]:
-    """({codebook weight fqn: (module, attr)}, {state_dict name: tensor}) with codebook parts
-    left out of the second map; shared objects appear under every name."""
-    codebooks: dict[str, tuple[nn.Module, str]] = {}
-    prefixes: list[str] = []
-    for fqn, prefix, module, attr in parametrized_weights(model):
-        if relaxed_of(module, attr) is not None:  # relaxed: its tensors stay dense, by name
-            continue
-        codebook_parts(module, attr, fqn, error)
-        codebooks[fqn] = (module, attr)
-        prefixes.append(prefix)
-    dense = {name: t for name, t in model.state_dict(keep_vars=True).items()
-             if "parametrizations." not in name or not any(name.startswith(p) for p in prefixes)}
-    return codebooks, dense
+def _build_model(meta: dict, path: str | os.PathLike) -> nn.Module:
+    entry = meta["model"]
+    if entry["source"] != "transformers":
+        raise FormatError(f"{path} holds a plain torch model ({entry['class'][:80]}); pass "
+                          "model= the skeleton to load into, e.g. load(path, model=MyNet())")
+    try:
+        from ..models import model_from_config  # transformers is optional
+    except ImportError as e:
+        raise ModelLoadError(f"cannot rebuild {entry['class']} ({e}); install weightshare[hf] or "
+                             "pass model= the skeleton to load into") from None
+    return model_from_config(entry["class"], entry["config"])
 
 
 def _few(names: set[str]) -> str:
@@ -70,170 +73,176 @@ def _few(names: set[str]) -> str:
     return ", ".join(shown) + more
 
 
-def apply_file(model: nn.Module, meta: dict, tensors: dict[str, torch.Tensor],
-               dense_names: list[str], path: str) -> dict[str, str]:
-    """Place codebooks, dense tensors and ties of a validated file into ``model``; return ties.
+@dataclass
+class _Slot:
+    """One name the model computes with: shape, parameter or buffer, dtype, owner."""
 
-    Every check runs before the model is touched: a file that does not fit leaves it as it was.
-    """
+    shape: tuple[int, ...]
+    is_param: bool
+    floating: bool
+    module: nn.Module
+    attr: str
+    old: torch.Tensor | None = field(default=None)
+
+
+def _model_slots(model: nn.Module) -> dict[str, _Slot]:
+    """Every name of the model a file may fill: shared weights (by the name users know)
+    and dense parameters and persistent buffers."""
+    slots: dict[str, _Slot] = {}
+    for fqn, module, attr, weight, original in iter_shared(model, remove_duplicate=False):
+        shape = type(weight).dense_shape(weight.scheme(original))
+        slots[fqn] = _Slot(shape, True, original.is_floating_point(), module, attr, original)
+    for name, t in model.state_dict(keep_vars=True).items():
+        if ".parametrizations." in f".{name}":
+            continue
+        mpath, _, attr = name.rpartition(".")
+        module = model.get_submodule(mpath) if mpath else model
+        slots[name] = _Slot(tuple(t.shape), attr in module._parameters,
+                            t.is_floating_point() or t.is_complex(), module, attr, t)
+    return slots
+
+
+def apply_file(model: nn.Module, meta: dict, layout: Layout, raw: dict[str, torch.Tensor],
+               path: str) -> None:
+    """Place the dense tensors, shared weights and ties of a validated file into ``model``."""
     schemes, ties = meta["schemes"], meta["ties"]
-    relaxed = {f: s for f, s in schemes.items() if s["kind"] == "relaxed"}
-    schemes = {f: s for f, s in schemes.items() if f not in relaxed}
-    prepare_relaxed(model, relaxed, FormatError, path)  # empty parametrizations to fill by name
-    codebooks, dense = dense_state(model, ModelLoadError)
-    _check_fit(model, schemes, ties, tensors, dense_names, codebooks, dense, path)
+    slots = _model_slots(model)
+    want = _wanted(layout, raw, schemes, ties)
+    _check_fit(model, slots, want, schemes, layout.parts, ties, path)
     default = next((t.device for t in itertools.chain(model.parameters(), model.buffers())
                     if not t.is_meta), torch.device("cpu"))
-    _reset_codebooks(codebooks)
-    placed: dict[str, object] = {}  # name -> Parameter / buffer / (CodebookWeight, codebook)
-    # codebook weights that store their codebook come before those that borrow one
-    for fqn in sorted(schemes, key=lambda f: "codebook_from" in schemes[f]):
-        _place_codebook(model, fqn, schemes[fqn], tensors, placed, default)
-    for name in dense_names:
-        _place_dense(model, name, tensors[name], placed, default)
+
+    # build every object first: nothing below can fail on the file's content
+    objects: dict[str, torch.Tensor] = {}  # stored tensor name -> the object placed
+
+    def stored_object(name: str, slot: _Slot | None, like_param: bool) -> torch.Tensor:
+        if name not in objects:
+            spec = layout.parts.get(name)
+            t = raw[name] if spec is None else unpack_part(raw[name], spec)
+            device = default if slot is None or slot.old is None or slot.old.is_meta \
+                else slot.old.device
+            t = t.to(device)
+            if like_param:
+                grad = (slot is None or slot.old is None or slot.old.requires_grad) and (
+                    t.is_floating_point() or t.is_complex())
+                t = nn.Parameter(t, requires_grad=grad)
+            objects[name] = t
+        return objects[name]
+
+    dense = {n: stored_object(n, slots[n], slots[n].is_param) for n in layout.dense}
+    built: dict[str, tuple[SharedWeight, torch.Tensor]] = {}
+    for fqn, cls in layout.weights.items():
+        body = scheme_body(schemes[fqn])
+        slot = slots[fqn]
+        original = stored_object(layout.slot(fqn, cls.original_part, ties), slot, True)
+        own = {part: unpack_part(raw[part_name(fqn, part)], spec).to(original.device)
+               for part, spec in layout.specs[fqn].items() if part != cls.original_part}
+        try:
+            weight = cls.from_scheme(body, own).to(original.device)
+        except Exception as e:  # the kind could not rebuild itself from what the file holds
+            raise FormatError(f"{path}: shared weight {fqn} ({cls.kind}) cannot be rebuilt "
+                              f"({type(e).__name__}: {str(e)[:80]}); the file is corrupt"
+                              ) from None
+        built[fqn] = (weight, original)
+
+    # place: from here on the model changes
+    for name, obj in dense.items():
+        _place_dense(slots[name], obj)
+    for fqn, (weight, original) in built.items():
+        attach(slots[fqn].module, slots[fqn].attr, weight, original)  # type: ignore[arg-type]
     for alias, source in ties.items():
-        _place_alias(model, alias, source, placed)
-    _verify(model, placed)
-    return dict(ties)
+        if alias in layout.parts:
+            continue  # a part shared by two weights: placed with them
+        if source in built:
+            attach(slots[alias].module, slots[alias].attr, *built[source])  # type: ignore[arg-type]
+        else:
+            _place_dense(slots[alias], objects[source])
+    _verify(model, layout, built, objects)
 
 
-def _check_fit(model: nn.Module, schemes: dict, ties: dict, tensors: dict,
-               dense_names: list[str], codebooks: dict, dense: dict, path: str) -> None:
-    """Names, shapes, parameter-vs-buffer and slots of the file match the model."""
-    shapes = {n: tuple(t.shape) for n, t in dense.items()}
-    shapes.update({f: tuple(codebook_of(m, a)[0].codes.shape) for f, (m, a) in codebooks.items()})
-    want = {n: tuple(tensors[n].shape) for n in dense_names}
-    want.update({f: tuple(s["shape"]) for f, s in schemes.items()})
-    want.update({alias: want[source] for alias, source in ties.items()})
-    if set(want) - set(shapes):
-        raise FormatError(f"{path} holds tensors the model lacks: {_few(set(want) - set(shapes))}"
+def _wanted(layout: Layout, raw: dict[str, torch.Tensor], schemes: dict,
+            ties: dict[str, str]) -> dict[str, tuple[tuple[int, ...], bool | None]]:
+    """{model name: (shape, floating)} the file fills; floating None where any will do."""
+    want: dict[str, tuple[tuple[int, ...], bool | None]] = {
+        n: (tuple(raw[n].shape), raw[n].is_floating_point() or raw[n].is_complex())
+        for n in layout.dense}
+    for fqn, cls in layout.weights.items():
+        want[fqn] = (cls.dense_shape(scheme_body(schemes[fqn])), None)
+    for alias, source in ties.items():
+        if alias in layout.parts:
+            continue
+        if source in want:
+            want[alias] = want[source]
+        else:  # a dense name tied to a part of a shared weight
+            spec = layout.parts[source]
+            want[alias] = (spec.shape, spec.is_float)
+    return want
+
+
+def _check_fit(model: nn.Module, slots: dict[str, _Slot], want: dict, schemes: dict,
+               parts: dict, ties: dict[str, str], path: str) -> None:
+    """Names, shapes, dtypes, parameter-vs-buffer and shared modules of the file match the
+    model."""
+    if set(want) - set(slots):
+        raise FormatError(f"{path} holds tensors the model lacks: {_few(set(want) - set(slots))}"
                           "; load it into the model it was saved from")
-    if set(shapes) - set(want):
-        raise FormatError(f"{path} lacks tensors the model has: {_few(set(shapes) - set(want))}; "
+    if set(slots) - set(want):
+        raise FormatError(f"{path} lacks tensors the model has: {_few(set(slots) - set(want))}; "
                           "load it into the model it was saved from")
-    is_param: dict[str, bool] = {}
-    slots: dict[tuple[int, str], str] = {}
-    for name, shape in want.items():
-        module, attr = _owner(model, name, path)
-        if shapes[name] != shape:
-            raise FormatError(f"{name} has shape {list(shape)} in {path} but "
-                              f"{list(shapes[name])} in the model; load it into a model of the "
-                              "same configuration")
-        is_param[name] = attr in module._parameters or parametrize.is_parametrized(module, attr)
+    owners: dict[tuple[int, str], str] = {}
+    for name, (shape, floating) in want.items():
+        slot = slots[name]
+        if slot.shape != shape:
+            raise FormatError(f"{name} has shape {list(shape)} in {path} but {list(slot.shape)} "
+                              "in the model; load it into a model of the same configuration")
+        if floating is not None and floating != slot.floating:
+            kind = "floating-point" if slot.floating else "integer"
+            raise FormatError(f"{name} is {kind} in the model but not in {path}; load it into "
+                              "the model it was saved from")
         root = ties.get(name, name)
-        if slots.setdefault((id(module), attr), root) != root:  # one module in two places
-            raise TieError(f"the model shares {name} with {slots[(id(module), attr)]} but the "
-                           "file stores them separately; load into a freshly built model, or "
-                           "untie_ it first")
-    for name in want:  # a dense tensor may fill either; a codebook or a tie must match
-        root = ties.get(name, name)
-        if root in schemes and root.rpartition(".")[2] != name.rpartition(".")[2]:
-            raise FormatError(f"tie {name} -> {root} in {path} joins codebook weights of "
-                              "different attribute names; load it into the model it was saved "
+        if owners.setdefault((id(slot.module), slot.attr), root) != root:
+            raise TieError(f"the model shares {name} with {owners[(id(slot.module), slot.attr)]} "
+                           "but the file stores them separately; load into a freshly built "
+                           "model, or untie_ it first")
+        param = root in schemes or root in parts or slots[root].is_param
+        if param != slot.is_param:
+            raise FormatError(f"{name} is a buffer in the model but {path} stores it as a shared "
+                              f"weight or ties it to {root}; load it into the model it was saved "
                               "from")
-        if (root in schemes or is_param[root]) != is_param[name]:
-            raise FormatError(f"{name} is a buffer in the model but {path} stores it as a "
-                              f"codebook weight or ties it to {root}; load it into the model it "
-                              "was saved from")
     for mname, module in model.named_modules():
         left = [b for b in module._non_persistent_buffers_set
                 if module._buffers.get(b) is not None and module._buffers[b].is_meta]
         if left:
-            raise ModelLoadError(f"{_join(mname, left[0])} is on the meta device and not stored "
+            raise ModelLoadError(f"{join(mname, left[0])} is on the meta device and not stored "
                                  "in files (a non-persistent buffer); build the model on a real "
                                  "device")
 
 
-def _owner(model: nn.Module, name: str, path: str = "the file") -> tuple[nn.Module, str]:
-    modpath, _, attr = name.rpartition(".")
-    try:
-        module = model.get_submodule(modpath) if modpath else model
-    except AttributeError:
-        raise FormatError(f"cannot place {name} from {path}: the model has no module "
-                          f"{modpath!r}; load it into the model it was saved from") from None
-    if (attr not in module._parameters and attr not in module._buffers
-            and not parametrize.is_parametrized(module, attr)):
-        raise FormatError(f"cannot place {name} from {path}: {type(module).__name__} has no "
-                          f"parameter or buffer {attr!r}; load it into the model it was saved from")
-    return module, attr
-
-
-def _device(old: torch.Tensor | None, default: torch.device) -> torch.device:
-    return default if old is None or old.is_meta else old.device
-
-
-def _reset_codebooks(codebooks: dict[str, tuple[nn.Module, str]]) -> None:
-    """Turn the skeleton's own codebook weights into plain (meta) placeholders: the file decides."""
-    for module, attr in codebooks.values():
-        if not parametrize.is_parametrized(module, attr):
-            continue  # a module registered twice: already reset
-        cw, codebook = codebook_of(module, attr)
-        shape, grad = cw.codes.shape, codebook.requires_grad
+def _place_dense(slot: _Slot, obj: torch.Tensor) -> None:
+    module, attr = slot.module, slot.attr
+    if parametrize.is_parametrized(module, attr):
         parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
-        module._parameters[attr] = nn.Parameter(
-            torch.empty(shape, dtype=codebook.dtype, device="meta"), requires_grad=grad)
-
-
-def _place_codebook(model: nn.Module, fqn: str, scheme: dict, tensors: dict, placed: dict,
-                    default: torch.device) -> None:
-    module, attr = _owner(model, fqn)
-    old = module._parameters[attr]
-    device = _device(old, default)
-    shape = tuple(scheme["shape"])
-    codes = unpack_codes(tensors[codes_name(fqn)], scheme["bits"], math.prod(shape))
-    borrowed = scheme.get("codebook_from")
-    codebook = placed[borrowed][1] if borrowed else tensors[codebook_name(fqn)]
-    # attach_codebook takes device, dtype and requires_grad from the current weight (never its
-    # values): an empty stand-in in the codebook's own dtype keeps the round trip bit-identical
-    # and works for a skeleton on the meta device
-    grad = old is None or old.requires_grad
-    module._parameters[attr] = nn.Parameter(
-        torch.empty(0, dtype=codebook.dtype, device=device), requires_grad=grad)
-    cw = attach_codebook(module, codebook.detach(), codes.reshape(shape).to(device),
-                         scheme["bits"], scheme["granularity"], scheme["group_size"],
-                         scheme["axis"], name=attr)
-    if borrowed:  # a codebook shared across layers: the very same Parameter
-        module.parametrizations[attr].original = placed[borrowed][1]
-    placed[fqn] = (cw, module.parametrizations[attr].original)
-
-
-def _place_dense(model: nn.Module, name: str, t: torch.Tensor, placed: dict,
-                 default: torch.device) -> None:
-    module, attr = _owner(model, name)
-    if attr in module._parameters:
-        old = module._parameters[attr]
-        grad = (old is None or old.requires_grad) and (t.is_floating_point() or t.is_complex())
-        obj: torch.Tensor = nn.Parameter(t.to(_device(old, default)), requires_grad=grad)
-        module._parameters[attr] = obj
-    else:
-        obj = t.to(_device(module._buffers[attr], default))
-        module._buffers[attr] = obj
-    placed[name] = obj
-
-
-def _place_alias(model: nn.Module, alias: str, source: str, placed: dict) -> None:
-    module, attr = _owner(model, alias)
-    obj = placed[alias] = placed[source]
-    if isinstance(obj, tuple):  # a codebook weight: share the parametrization itself
-        found = codebook_of(module, attr)
-        if found is not None and found[0] is obj[0] and found[1] is obj[1]:
-            return  # the skeleton registers one module in both places
-        share_codebook(module, _owner(model, source)[0], attr)  # same attr: see _check_fit
-    elif isinstance(obj, nn.Parameter):
+    if isinstance(obj, nn.Parameter):
+        module._buffers.pop(attr, None)
         module._parameters[attr] = obj
     else:
         module._buffers[attr] = obj
 
 
-def _verify(model: nn.Module, placed: dict) -> None:
+def _verify(model: nn.Module, layout: Layout, built: dict, objects: dict) -> None:
     """Every name holds what we put there (internal check: _check_fit rules out conflicts)."""
     state = model.state_dict(keep_vars=True)
-    for name, obj in placed.items():
-        if isinstance(obj, tuple):
-            found = codebook_of(*_owner(model, name))
-            ok = found is not None and found[0] is obj[0] and found[1] is obj[1]
-        else:
-            ok = state.get(name) is obj
-        if not ok:
+    for fqn, (weight, original) in built.items():
+        found = shared_of(*_owner(model, fqn))
+        if found is None or found[0] is not weight or found[1] is not original:
+            raise TieError(f"the model shares {fqn} with another name but the file stores them "
+                           "separately; load into a freshly built model, or untie_ it first")
+    for name in layout.dense:
+        if state.get(name) is not objects[name]:
             raise TieError(f"the model shares {name} with another name but the file stores them "
                            "separately; load into a freshly built model, or untie_ it first")
+
+
+def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    mpath, _, attr = name.rpartition(".")
+    return (model.get_submodule(mpath) if mpath else model), attr

@@ -1,0 +1,60 @@
+"""``weightshare compress``: cluster a model's weights to codebooks and save the file."""
+
+from __future__ import annotations
+
+import click
+
+from ..methods.codebook.config import GRANULARITIES, INITS, METHODS, ClusterConfig
+from ..pipeline import compress as run
+from .common import common_options, emit, field_default, field_help, fmt_fidelity
+
+
+def _default(name: str):  # noqa: ANN202 - click option keyword arguments
+    return {"default": field_default(ClusterConfig, name), "show_default": True,
+            "help": field_help(ClusterConfig, name)}
+
+
+def _text(r: dict) -> str:
+    s = r["seconds"]
+    mib = 2**20
+    return "\n".join([
+        f"model:   {r['model']}  ({r['total_params']:,} parameters)",
+        f"output:  {r['output']}",
+        f"size:    {r['dense_bytes'] / mib:.2f} MiB fp32 -> {r['file_bytes'] / mib:.2f} MiB "
+        f"file ({r['ratio']:.2f}x smaller)",
+        f"codes:   {r['clustered_tensors']} tensors at {r['bits_per_weight']:.3f} bits/weight "
+        "(codes + codebooks)",
+        f"time:    load {s['load']:.2f} s, cluster {s['cluster']:.2f} s, save {s['save']:.2f} s",
+        fmt_fidelity(r["fidelity"]),
+    ])
+
+
+@click.command()
+@click.argument("model", required=False, default="minilm")
+@click.option("--bits", type=int, **_default("bits"))
+@click.option("--granularity", type=click.Choice(GRANULARITIES), **_default("granularity"))
+@click.option("--group-size", type=int, **_default("group_size"))
+@click.option("--method", type=click.Choice(METHODS), **_default("method"))
+@click.option("--init", type=click.Choice(INITS), **_default("init"))
+@click.option("--include", multiple=True, metavar="PAT", help=field_help(ClusterConfig, "include"))
+@click.option("--exclude", multiple=True, metavar="PAT", help=field_help(ClusterConfig, "exclude"))
+@click.option("--min-size", type=int, **_default("min_size"))
+@click.option("--calibrate/--no-calibrate", default=None,
+              help="Data-aware clustering: weight each value by its input's mean square, "
+                   "measured on built-in calibration sentences (never the evaluation ones). "
+                   "[default: on when the model has a tokenizer]")
+@click.option("--no-eval", is_flag=True, help="Skip the fidelity measurement.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Output file [default: MODEL-<bits>bit.safetensors].")
+@common_options
+def compress(model: str, bits: int, granularity: str, group_size: int, method: str, init: str,
+             include: tuple[str, ...], exclude: tuple[str, ...], min_size: int,
+             calibrate: bool | None, no_eval: bool, output: str | None, as_json: bool,
+             quiet: bool) -> None:
+    """Cluster MODEL's weights to 2^bits shared values and save a weightshare file."""
+    config = ClusterConfig(bits=bits, granularity=granularity, group_size=group_size,
+                           method=method, init=init, include=include, exclude=exclude,
+                           min_size=min_size)
+    result = run(model, config, output, calibrate=calibrate, measure=not no_eval,
+                 progress=None if not quiet else False)
+    emit(result, as_json, quiet, _text)
