@@ -225,7 +225,7 @@ def tie(spec: str = MINILM, config: Any = None, output: str | Path | None = None
     tied_fidelity = fidelity.score(lm.model) if (fidelity and teacher is not None) else None
 
     t_distill = 0.0
-    if texts is not None:
+    if texts is not None and teacher is not None:
         t0 = time.perf_counter()
         distill_(lm.model, teacher, texts, steps=distill_steps or None, lr=lr,
                  time_budget=distill_seconds, tokenizer=lm.tokenizer, augment=augment,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
@@ -15,10 +13,8 @@ from tests.zoo import (
 )
 from weightshare.analysis.similarity import block_similarity, plot_similarity
 from weightshare.analysis.suggest import suggest_plan
-from weightshare.core.ties import find_ties
-from weightshare.errors import ConfigError, DataError
-from weightshare.methods.tie import TieConfig, tie_
-from weightshare.train.distill import cosine_loss, distill_
+from weightshare.errors import ConfigError
+from weightshare.methods.tie import tie_
 
 
 def _twins():
@@ -102,99 +98,3 @@ def test_plot_similarity_writes_png(tmp_path):
     path = plot_similarity(report, str(tmp_path / "sim.png"))
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-
-
-def test_distill_recovers_a_tied_model():
-    teacher = stack_net()
-    student = tie_(copy.deepcopy(teacher), TieConfig(strategy="cycle", unique=2, rank=2))
-    data = [torch.randn(32, 8) for _ in range(4)]
-    log: list[dict] = []
-    out = distill_(student, teacher, data, steps=60, lr=3e-3, history=log, progress=False)
-    assert out is student and len(log) == 60
-    assert log[-1]["loss"] < 0.5 * log[0]["loss"]
-    assert find_ties(student) != []  # still tied after training
-    assert student.training is teacher.training is False
-
-
-def test_distill_transformers_dicts_and_time_budget():
-    teacher = tiny_bert()
-    student = tie_(copy.deepcopy(teacher), TieConfig(strategy="all"))
-    log: list[dict] = []
-    distill_(student, teacher, [bert_inputs(0), bert_inputs(1)], steps=None, time_budget=0.5,
-             lr=1e-3, history=log)
-    assert len(log) >= 1 and log[-1]["seconds"] < 5
-
-
-class WordTokenizer:
-    """Sentences -> ids of their words (a test stand-in for a transformers tokenizer)."""
-
-    def __init__(self) -> None:
-        self.vocab: dict[str, int] = {}
-        self.calls: list[list[str]] = []
-
-    def __call__(self, texts, **_):
-        self.calls.append(list(texts))
-        ids = [[self.vocab.setdefault(w, len(self.vocab) % 50) for w in t.split()] for t in texts]
-        width = max(len(i) for i in ids)
-        return {"input_ids": torch.tensor([i + [0] * (width - len(i)) for i in ids]),
-                "attention_mask": torch.tensor([[1] * len(i) + [0] * (width - len(i))
-                                                for i in ids])}
-
-
-class BagOfWords(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.emb = torch.nn.Embedding(50, 8)
-        self.proj = torch.nn.Linear(8, 8)
-
-    def forward(self, input_ids, attention_mask):
-        return self.proj(self.emb(input_ids))
-
-
-def test_distill_regroups_sentences_every_pass():
-    sentences = [f"s{i} w{i % 3} x y" for i in range(12)]
-    tok = WordTokenizer()
-    teacher, student = BagOfWords(), BagOfWords()
-    distill_(student, teacher, sentences, steps=6, lr=1e-3, tokenizer=tok, batch_size=4)
-    passes = [sum(tok.calls[k:k + 3], []) for k in (0, 3)]
-    assert all(sorted(p) == sorted(sentences) for p in passes)  # each pass sees every sentence once
-    assert [set(b) for b in tok.calls[:3]] != [set(b) for b in tok.calls[3:6]]  # regrouped
-    tok.calls.clear()
-    distill_(student, teacher, sentences, steps=6, lr=1e-3, tokenizer=tok, batch_size=4,
-             augment=True)
-    seen = sum(tok.calls, [])
-    assert len(seen) == 24 and any(s not in sentences for s in seen)  # variants were fed
-
-
-@pytest.mark.parametrize(("schedule", "last"), [("cosine", 0.0), ("linear", 0.0),
-                                                ("constant", 1.0)])
-def test_distill_learning_rate_schedules(schedule, last):
-    teacher, student = stack_net(), stack_net()
-    log: list[dict] = []
-    distill_(student, teacher, torch.randn(16, 8), steps=100, lr=1e-3, schedule=schedule,
-             history=log)
-    assert 0.85e-3 < max(r["lr"] for r in log) <= 1e-3  # reached after the warm-up
-    assert log[-1]["lr"] == pytest.approx(last * 1e-3, abs=1e-6 + 0.05e-3 * (last == 0.0))
-
-
-def test_cosine_loss_is_zero_for_equal_outputs():
-    x = torch.randn(2, 5, 4)
-    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
-    assert float(cosine_loss(x, x, mask)) == pytest.approx(0.0, abs=1e-6)
-    assert float(cosine_loss(x, -x, mask)) == pytest.approx(4.0, abs=1e-5)
-
-
-def test_distill_errors():
-    model = stack_net()
-    with pytest.raises(ConfigError, match="steps=N or time_budget"):
-        distill_(model, model, torch.randn(2, 8), steps=None)
-    with pytest.raises(ConfigError, match="unknown distillation loss"):
-        distill_(model, model, torch.randn(2, 8), loss="l1")
-    with pytest.raises(DataError, match="no tokenizer"):
-        distill_(model, model, ["a sentence"], steps=1)
-    with pytest.raises(ConfigError, match="unknown learning-rate schedule"):
-        distill_(model, model, torch.randn(2, 8), schedule="step")
-    with pytest.raises(ConfigError, match="augment=True needs sentences"):
-        distill_(model, model, torch.randn(2, 8), augment=True)
-    with pytest.raises(ConfigError, match="batch_size must be"):
-        distill_(model, model, ["a"], tokenizer=WordTokenizer(), batch_size=0)

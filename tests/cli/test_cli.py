@@ -178,3 +178,57 @@ def test_tie_errors_one_line(argv, message, tiny_bert_dir, capsys, tmp_path, mon
     code, _, err = run(argv[:1] + [str(tiny_bert_dir)] + argv[1:], capsys)
     assert code == 1 and message in err and err.count("\n") == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_inspect_and_eval_a_relaxed_file(tiny_bert_dir, tmp_path, capsys):
+    out = tmp_path / "relaxed.safetensors"
+    code, stdout, err = run(["tie", str(tiny_bert_dir), "--strategy", "all", "--rank", "2",
+                             "-o", str(out), "--json"], capsys)
+    assert code == 0, err
+    code, stdout, err = run(["inspect", str(out), "--json"], capsys)
+    assert code == 0, err
+    rows = json.loads(stdout)["rows"]
+    assert any(r["scheme"] == "relaxed" for r in rows)
+    code, stdout, err = run(["eval", str(out), "--reference", str(tiny_bert_dir), "--json"],
+                            capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["fidelity"]["relative_error"] >= 0
+
+
+def _cli_defaults(verb: str) -> dict:
+    import click
+
+    from weightshare.cli.main import cli
+
+    ctx = click.Context(cli.commands[verb])
+    return {p.name: p.get_default(ctx) for p in cli.commands[verb].params}
+
+
+def test_cli_defaults_are_the_config_defaults():
+    import dataclasses
+
+    import weightshare as ws
+    from weightshare import pipeline
+
+    compress = _cli_defaults("compress")
+    checked = 0
+    for field in dataclasses.fields(ws.ClusterConfig):
+        if field.name in compress:
+            default = compress[field.name]
+            if field.name in ("include", "exclude"):  # repeatable flags: none given
+                default = () if not isinstance(default, (list, tuple)) else tuple(default)
+            assert default == field.default, field.name
+            checked += 1
+    assert checked >= 8
+    tie = _cli_defaults("tie")
+    for field in dataclasses.fields(ws.TieConfig):
+        if field.name in tie:
+            assert tie[field.name] in (field.default, str(field.default)), field.name
+    for name in ("distill_steps", "lr", "augment"):
+        assert tie[name] == inspect_default(pipeline.tie, name)
+
+
+def inspect_default(func, name):
+    import inspect
+
+    return inspect.signature(func).parameters[name].default

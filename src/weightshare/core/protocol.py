@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -185,9 +185,20 @@ def attach(module: nn.Module, attr: str, weight: SharedWeight, original: nn.Para
     weight._pending = original
     # unsafe: skip parametrize's consistency probe, which would expand the weight once more
     parametrize.register_parametrization(module, attr, weight, unsafe=True)
-    plist = module.parametrizations[attr]  # type: ignore[index]
+    plist = parametrization_list(module, attr)
     if plist.original is not original:  # registration re-wrapped it: put ours back
         plist.original = original
+
+
+def parametrization_list(module: nn.Module, attr: str) -> parametrize.ParametrizationList:
+    """The ``ParametrizationList`` of a parametrized ``module.<attr>``."""
+    plists = cast(nn.ModuleDict, module.parametrizations)
+    return cast(parametrize.ParametrizationList, plists[attr])
+
+
+def dense_weight(module: nn.Module, attr: str = "weight") -> torch.Tensor:
+    """``module.<attr>`` as the tensor the module computes with (typed for mypy)."""
+    return cast(torch.Tensor, getattr(module, attr))
 
 
 def shared_of(module: nn.Module, attr: str) -> tuple[SharedWeight, nn.Parameter] | None:
@@ -198,9 +209,9 @@ def shared_of(module: nn.Module, attr: str) -> tuple[SharedWeight, nn.Parameter]
     """
     if not parametrize.is_parametrized(module, attr):
         return None
-    plist = module.parametrizations[attr]  # type: ignore[index]
+    plist = parametrization_list(module, attr)
     if len(plist) == 1 and isinstance(plist[0], SharedWeight):
-        return plist[0], plist.original
+        return plist[0], cast(nn.Parameter, plist.original)
     return None
 
 
@@ -208,7 +219,7 @@ def foreign_parametrization(module: nn.Module, attr: str) -> str | None:
     """The class names of a parametrization list that is not exactly one shared weight."""
     if not parametrize.is_parametrized(module, attr) or shared_of(module, attr) is not None:
         return None
-    return ", ".join(type(p).__name__ for p in module.parametrizations[attr])  # type: ignore
+    return ", ".join(type(p).__name__ for p in parametrization_list(module, attr))
 
 
 def join(prefix: str, name: str) -> str:
@@ -220,7 +231,7 @@ def parametrized_attrs(model: nn.Module,
     """(tensor fqn, module, attr) for every parametrized tensor (any parametrization)."""
     for mname, module in model.named_modules(remove_duplicate=remove_duplicate):
         if parametrize.is_parametrized(module):
-            for attr in list(module.parametrizations.keys()):  # type: ignore[union-attr]
+            for attr in list(cast(nn.ModuleDict, module.parametrizations).keys()):
                 yield join(mname, attr), module, attr
 
 

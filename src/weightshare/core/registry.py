@@ -9,7 +9,7 @@ Example:
     >>> @dataclass(frozen=True)
     ... class NothingConfig:
     ...     pass
-    >>> register(NothingConfig, lambda model, config, **options: model, order=50)
+    >>> _ = register(NothingConfig, lambda model, config, **options: model, order=50)
     >>> method_for(NothingConfig()).order
     50
     >>> unregister(NothingConfig)

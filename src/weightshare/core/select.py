@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ..errors import ConfigError, SelectionError
-from .protocol import shared_of
+from .protocol import dense_weight, shared_of
 
 # nn.Linear, nn.ConvNd, nn.Embedding: output channels along dim 0.
 # transformers' Conv1D (GPT-2) stores its weight as (in, out): output channels along dim 1.
@@ -84,7 +84,7 @@ class Target:
 def _weight_key(module: nn.Module) -> int:
     """Identity of a module's weight: the original of a shared weight, else the Parameter."""
     found = shared_of(module, "weight")
-    return id(found[1]) if found is not None else id(module.weight)
+    return id(found[1]) if found is not None else id(dense_weight(module))
 
 
 def select_targets(model: nn.Module, include: Sequence[str] = (), exclude: Sequence[str] = (),
@@ -131,7 +131,7 @@ def select_targets(model: nn.Module, include: Sequence[str] = (), exclude: Seque
         included = not inc or any(p.search(n) for p in inc for n in group_names)
         excluded = any(p.search(n) for p in exc for n in group_names)
         (name, module, axis), rest = group[0], group[1:]
-        if included and not excluded and module.weight.numel() >= min_size:
+        if included and not excluded and dense_weight(module).numel() >= min_size:
             chosen.append(Target(name, module, axis, tuple((n, m) for n, m, _ in rest)))
     if not chosen:
         raise SelectionError(f"no weight left to {what} after include={list(include)}, "

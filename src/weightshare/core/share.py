@@ -24,7 +24,7 @@ def share_(model: nn.Module, *configs: Any, **options: Any) -> nn.Module:
         >>> _ = ws.share_(m, ws.ClusterConfig(bits=2, min_size=0),
         ...               ws.TieConfig(strategy="cycle", unique=2))
         >>> len(ws.find_ties(m)), m[0].weight.unique().numel() <= 4
-        (2, True)
+        (4, True)
     """
     if not configs:
         raise ConfigError("share_ needs at least one config, e.g. ws.ClusterConfig(bits=4)")

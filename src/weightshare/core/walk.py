@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import SelectionError
-from .protocol import SharedWeight, attach, foreign_parametrization, shared_of
+from .protocol import SharedWeight, attach, dense_weight, foreign_parametrization, shared_of
 from .select import Target
 
 Build = Callable[[Target], tuple[SharedWeight, torch.Tensor]]
@@ -51,7 +51,7 @@ def share_targets(targets: Sequence[Target], build: Build, *, progress: bool | N
         futures = [pool.submit(build, t) for t in targets]
         for target, future in zip(targets, futures):
             weight, original = future.result()
-            current = target.module.weight
+            current = dense_weight(target.module)
             param = nn.Parameter(original.detach().to(current.device).contiguous(),
                                  requires_grad=current.requires_grad)
             attach(target.module, "weight", weight, param)

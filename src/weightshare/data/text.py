@@ -80,7 +80,7 @@ def split_text(
 
 
 def _text_files(directory: Path) -> list[Path]:
-    files = []
+    files: list[Path] = []
     for root, dirs, names in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         files.extend(Path(root) / n for n in names if n.endswith(".txt") and not n.startswith("."))

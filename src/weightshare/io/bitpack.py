@@ -58,9 +58,9 @@ def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
     if bits in (8, 16):  # whole bytes: the little-endian bytes of the codes themselves
         return torch.from_numpy(flat.astype("<u1" if bits == 8 else "<u2").view(np.uint8).copy())
     groups = -(-n // 8)  # ceil: eight codes per group
-    lanes = np.zeros(groups * 8, dtype="<u8")
-    lanes[:n] = flat
-    lanes = lanes.reshape(groups, 8)  # (groups, 8)
+    flat_lanes = np.zeros(groups * 8, dtype="<u8")
+    flat_lanes[:n] = flat
+    lanes = flat_lanes.reshape(groups, 8)  # (groups, 8)
     lo = np.zeros(groups, dtype="<u8")
     hi = np.zeros(groups, dtype="<u8")
     for j in range(8):  # code j of a group lands at bit j*bits of its 128-bit word

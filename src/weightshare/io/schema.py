@@ -122,7 +122,7 @@ def _check_scheme(p: str, fqn: str, s: Any) -> tuple[type[SharedWeight], dict[st
         raise FormatError(f"{where} is not a JSON object; the file is corrupt")
     cls = weight_class(s.get("kind"), where=where)
     version = s.get("version")
-    if not is_int(version) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise FormatError(f"{where}: version {str(version)[:20]!r} is not a positive integer; "
                           "the file is corrupt")
     if version > cls.version:

@@ -9,7 +9,7 @@
 Example:
     >>> import torch
     >>> l2 = lambda model: 1e-4 * sum(p.pow(2).sum() for p in model.parameters())
-    >>> float(total_loss(torch.tensor(1.0), torch.nn.Linear(1, 1, bias=False), [l2])) >= 1.0
+    >>> total_loss(torch.tensor(1.0), torch.nn.Linear(1, 1, bias=False), [l2]).item() >= 1.0
     True
 """
 

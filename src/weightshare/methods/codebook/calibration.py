@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ...core.batches import eval_mode, run_batch
+from ...core.protocol import dense_weight
 from ...core.select import Target
 from ...errors import DataError
 
@@ -91,7 +92,7 @@ def input_importance(model: nn.Module, targets: list[Target],
             continue
         mean_sq = sums[t.name] / max(counts[t.name], 1)
         mean_sq = mean_sq + 1e-12 * float(mean_sq.max())  # no weight gets exactly zero say
-        shape = t.module.weight.shape
+        shape = dense_weight(t.module).shape
         if t.axis == 1:  # Conv1D weight (in, out): input features along dim 0
             out[t.name] = mean_sq.reshape(-1, 1).expand(shape)
         else:  # (out, in, *kernel)

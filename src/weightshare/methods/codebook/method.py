@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...core.protocol import dense_weight
 from ...core.select import Target, select_targets
 from ...core.walk import check_targets, share_targets
 from ...errors import ShapeError
@@ -39,7 +40,7 @@ def cluster_(model: nn.Module, config: ClusterConfig | None = None,
                              what="cluster")
     check_targets(targets, reshare=(CodebookWeight,))
     for t in targets:
-        rows = t.module.weight.shape[t.axis]
+        rows = dense_weight(t.module).shape[t.axis]
         if config.granularity == "per_group" and rows % config.group_size:
             raise ShapeError(f"group_size {config.group_size} does not divide the {rows} output "
                              f"channels of {t.fqn}; choose a divisor of {rows} or exclude it")
@@ -53,7 +54,7 @@ def cluster_(model: nn.Module, config: ClusterConfig | None = None,
 def _cluster_one(t: Target, config: ClusterConfig,
                  importance: torch.Tensor | None) -> tuple[CodebookWeight, torch.Tensor]:
     """The codebook weight of one target and its codebook (groups, 2**bits), weight dtype."""
-    weight = t.module.weight.detach()
+    weight = dense_weight(t.module).detach()
     rows = weight.shape[t.axis]
     group_size = group_size_for(config.granularity, rows, config.group_size)
     groups = rows // group_size

@@ -22,6 +22,7 @@ from ...core.protocol import (
     PartSpec,
     SharedWeight,
     attach,
+    dense_weight,
     dtype_name,
     iter_shared,
     shared_of,
@@ -42,7 +43,7 @@ class CodebookWeight(SharedWeight):
         >>> import torch
         >>> lin = torch.nn.Linear(4, 2)
         >>> codes = torch.tensor([[0, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.uint8)
-        >>> attach_codebook(lin, torch.tensor([[-1.0, 1.0]]), codes, bits=1)
+        >>> _ = attach_codebook(lin, torch.tensor([[-1.0, 1.0]]), codes, bits=1)
         >>> lin.weight.tolist()
         [[-1.0, 1.0, 1.0, -1.0], [1.0, 1.0, -1.0, -1.0]]
     """
@@ -50,6 +51,7 @@ class CodebookWeight(SharedWeight):
     kind = "codebook"
     version = 1
     original_part = "codebook"
+    codes: torch.Tensor  # (shape of the weight) integer codes, a buffer
 
     def __init__(self, codes: torch.Tensor, bits: int, granularity: str = "per_tensor",
                  group_size: int = 1, axis: int = 0) -> None:
@@ -185,7 +187,7 @@ def attach_codebook(module: nn.Module, codebook: torch.Tensor, codes: torch.Tens
     if cb.shape[1] < levels:  # fewer distinct values than levels: pad with the last entry
         cb = torch.cat([cb, cb[:, -1:].expand(-1, levels - cb.shape[1])], dim=1)
     found = shared_of(module, name)
-    current = found[1] if found is not None else getattr(module, name)
+    current = found[1] if found is not None else dense_weight(module, name)
     weight = CodebookWeight(codes.to(current.device), bits, granularity, group_size, axis)
     original = nn.Parameter(cb.to(device=current.device, dtype=current.dtype).contiguous(),
                             requires_grad=current.requires_grad)

@@ -114,15 +114,14 @@ def _signature(module: nn.Module) -> tuple:
 
 
 def _module_runs(mname: str, container: nn.Module) -> list[BlockStack]:
-    children = list(container._modules.items())
-    sigs = [(_signature(c) if c is not None else None) for _, c in children]
+    children = [(n, c) for n, c in container._modules.items() if c is not None]
+    sigs: list[tuple] = [_signature(c) for _, c in children]
     runs: list[BlockStack] = []
     start = 0
     for end in range(1, len(children) + 1):
-        if end < len(children) and sigs[end] == sigs[start] and sigs[start] is not None \
-                and sigs[start][1]:
+        if end < len(children) and sigs[end] == sigs[start] and sigs[start][1]:
             continue
-        if end - start >= 2 and sigs[start] is not None and sigs[start][1]:
+        if end - start >= 2 and sigs[start][1]:
             blocks = []
             for i in range(start, end):
                 cname, child = children[i]
@@ -132,7 +131,7 @@ def _module_runs(mname: str, container: nn.Module) -> list[BlockStack]:
                 blocks.append(Block(bname, i, params))
             whole = start == 0 and end == len(children)
             name = mname if whole else f"{mname}[{start}:{end}]"
-            numel = sum(p.numel() for p in children[start][1].parameters())
+            numel = int(sum(p.numel() for p in children[start][1].parameters()))
             runs.append(BlockStack(name, mname, "modules", type(children[start][1]).__name__,
                                    tuple(blocks), numel))
         start = end

@@ -43,7 +43,7 @@ def scope_matches(scope: str | None, relative: str) -> bool:
     ``output.*`` (not ``attention.output.*``).
 
     Example:
-        >>> scope_matches("^output\\.", "attention.output.dense.weight")
+        >>> scope_matches(r"^output\\.", "attention.output.dense.weight")
         False
     """
     return scope is None or matches(scope, relative)
@@ -88,11 +88,11 @@ def _cross_layer_sets(model: nn.Module, config: TieConfig) -> list[TieSet]:
     blocks: list[Block] = list(stack.blocks)
     if config.layers is not None:
         by_index = {b.index: b for b in blocks}
-        absent = [i for i in config.layers if i not in by_index]
+        absent = [i for i in config.layers if int(i) not in by_index]
         if absent:
             raise TieError(f"layers {absent} are not blocks of stack {stack.name!r} (its blocks "
                            f"are {stack.indices[0]}..{stack.indices[-1]}); pick layers inside it")
-        blocks = [by_index[i] for i in config.layers]
+        blocks = [by_index[int(i)] for i in config.layers]
     n = len(blocks)
     if config.assignment is not None:
         if len(config.assignment) != n:
@@ -126,7 +126,7 @@ def _cross_layer_sets(model: nn.Module, config: TieConfig) -> list[TieSet]:
             value_from = blocks[steps[slot]].fqn(rel) if config.init == "stepwise" else None
             label = f"slot {slot} of {stack.name or '<root>'} (blocks " \
                     f"{', '.join(str(blocks[p].index) for p in positions)})"
-            sets.append(TieSet(fqns, config.init, config.rank, label, value_from))
+            sets.append(TieSet(fqns, str(config.init), config.rank, label, value_from))
     return sets
 
 
@@ -168,7 +168,7 @@ def _group_sets(model: nn.Module, group: TieGroup, config: TieConfig) -> list[Ti
         fqn_lists = [[f"{m}.{rel}" for m in members] for rel in first_params]
     else:
         fqn_lists = [members]
-    init = "first" if config.init == "stepwise" else config.init
+    init = "first" if config.init == "stepwise" else str(config.init)
     return [TieSet(f, init, config.rank, label) for f in fqn_lists]
 
 

@@ -280,10 +280,10 @@ def _best_candidates(cs: np.ndarray, cw: np.ndarray | None, total: np.ndarray, t
         q, start = order[start:start + count], start + count
         if count:
             width = min(int(_WIDTHS[cls]), n)
-            t = np.arange(_FIRST, _FIRST + width)
-            val = _gain_total(cs, cw, total, top.take(q)[:, None] - t,
+            offsets = np.arange(_FIRST, _FIRST + width)
+            val = _gain_total(cs, cw, total, top.take(q)[:, None] - offsets,
                               s_j.take(q)[:, None], w_j.take(q)[:, None],
-                              t.astype(np.float64))
+                              offsets.astype(np.float64))
             a = val.argmax(1)  # the first maximum: the rightmost i
             _keep_better(best, arg, val.ravel()[np.arange(count) * width + a], a + _FIRST, q)
     return best, arg
@@ -297,7 +297,7 @@ def _keep_better(best: np.ndarray, arg: np.ndarray, val: np.ndarray, t: np.ndarr
         np.maximum(best, val, out=best)
         return
     up = val > best[q]
-    best[q[up]], arg[q[up]] = val[up], t[up]
+    best[q[up]], arg[q[up]] = val[up], np.asarray(t)[up]
 
 
 def _gain_total(cs: np.ndarray, cw: np.ndarray | None, total: np.ndarray, i: np.ndarray,
