@@ -1,0 +1,136 @@
+"""SoftSharingPrior: a Gaussian-mixture prior that pulls weights to a few shared values.
+
+Soft weight sharing (Nowlan & Hinton 1992; Ullrich, Meeds & Welling 2017): during
+training the loss gains ``-weight * log p(w)`` with
+
+    p(w) = prod_i sum_j pi_j N(w_i | mu_j, 1 / lambda_j)
+
+over the chosen weights, with learnable means ``mu``, precisions ``lambda`` (with Gamma
+hyper-priors) and mixing proportions ``pi``. Component 0 is pinned at mean 0 with a
+large fixed proportion (``zero_mixing``): sharing the value zero is pruning. Weights
+gather around the means as training goes on; ``soft_to_codebook_`` then snaps each to
+its most responsible component and turns the model into ordinary zero-sharing
+codebook weights (one codebook shared by every layer).
+
+It is a regulariser for ``train.fit`` (``regularizers=[prior]``), which also trains
+the prior's own parameters at the learning rates of ``param_groups``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...core.protocol import dense_weight
+from ...core.select import select_targets
+from ...errors import ConfigError, DataError
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class SoftSharingPrior(nn.Module):
+    """A mixture of ``components`` Gaussians (one pinned at zero) over ``model``'s weights.
+
+    ``weight``: multiplies ``-log p(w)`` in the loss (Ullrich et al.'s tau divided by the
+    training-set size, for a loss that is a mean over a batch). ``zero_mixing``: the fixed
+    proportion of the zero component. ``init_std``: initial standard deviation of the
+    nonzero components (default: a quarter of the spacing of their means). ``gamma``
+    and ``zero_gamma``: (shape, rate) of the Gamma hyper-priors on the precisions of the
+    nonzero components and of the zero component. ``lrs``: learning-rate multipliers of
+    (means, log-precisions, mixing logits) relative to the model's.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Linear(20, 20))
+        >>> prior = SoftSharingPrior(model, components=5, weight=1e-3)
+        >>> prior(model).shape, prior.means.shape
+        (torch.Size([]), torch.Size([4]))
+    """
+
+    def __init__(self, model: nn.Module, components: int = 17, *, weight: float = 1e-5,
+                 include: Sequence[str] = (), exclude: Sequence[str] = (), min_size: int = 0,
+                 zero_mixing: float = 0.99, init_std: float | None = None,
+                 gamma: tuple[float, float] = (250.0, 0.1),
+                 zero_gamma: tuple[float, float] = (5000.0, 2.0),
+                 lrs: tuple[float, float, float] = (0.2, 6.0, 6.0)) -> None:
+        super().__init__()
+        if isinstance(components, bool) or not isinstance(components, int) or components < 2:
+            raise ConfigError(f"components must be an integer >= 2 (zero + at least one "
+                              f"shared value), got {components!r}")
+        if not 0 < zero_mixing < 1:
+            raise ConfigError(f"zero_mixing must be a fraction in (0, 1), got {zero_mixing!r}")
+        if not weight > 0:
+            raise ConfigError(f"weight must be > 0, got {weight!r}")
+        targets = select_targets(model, include, exclude, min_size, what="regularise")
+        self.names = [t.name for t in targets]  # resolved in the model at every call
+        self.aliases = {t.name: [n for n, _ in t.aliases] for t in targets if t.aliases}
+        self.weight, self.zero_mixing = float(weight), float(zero_mixing)
+        self.gamma, self.zero_gamma, self.lrs = tuple(gamma), tuple(zero_gamma), tuple(lrs)
+        with torch.no_grad():
+            w = torch.cat([dense_weight(t.module).detach().reshape(-1) for t in targets])
+            span = float(w.abs().max())
+        if not span > 0 or not math.isfinite(span):
+            raise DataError(f"the chosen weights are all zero or not finite (max |w| = {span}); "
+                            "train or initialise the model first")
+        k = components - 1
+        # means spread evenly over the range of the weights, zero left out (it is pinned)
+        grid = torch.linspace(-span, span, k + 2 if k % 2 else k + 1)
+        means = grid[grid.abs() > 1e-12 * span][:k] if k > 1 else grid[-1:]
+        std = init_std if init_std is not None else 0.25 * 2 * span / max(k, 1)
+        self.means = nn.Parameter(means.clone())
+        self.log_precision = nn.Parameter(torch.full((k + 1,), -2 * math.log(std)))
+        self.mixing_logits = nn.Parameter(torch.zeros(k))
+
+    # -- the mixture -------------------------------------------------------------------
+
+    def weights_of(self, model: nn.Module) -> list[torch.Tensor]:
+        """The chosen weights of ``model`` (the tensors the layers compute with)."""
+        return [dense_weight(model.get_submodule(n) if n else model) for n in self.names]
+
+    def mixture(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(means, precisions, log proportions) of all components, zero first."""
+        means = torch.cat([self.means.new_zeros(1), self.means])
+        log_pi = torch.cat([self.means.new_tensor([math.log(self.zero_mixing)]),
+                            math.log1p(-self.zero_mixing) + self.mixing_logits.log_softmax(0)])
+        return means, self.log_precision.exp(), log_pi
+
+    def component_log_density(self, w: torch.Tensor) -> torch.Tensor:
+        """log(pi_j N(w_i | mu_j, 1/lambda_j)) for every weight and component: (n, K)."""
+        means, precision, log_pi = self.mixture()
+        x = w.reshape(-1, 1)
+        return (log_pi + 0.5 * (self.log_precision - _LOG_2PI)
+                - 0.5 * precision * (x - means).square())
+
+    def log_likelihood(self, w: torch.Tensor) -> torch.Tensor:
+        """sum_i log p(w_i) under the mixture."""
+        return self.component_log_density(w).logsumexp(1).sum()
+
+    def log_hyperprior(self) -> torch.Tensor:
+        """log Gamma(lambda_j | shape, rate) summed over components (up to a constant)."""
+        precision = self.log_precision.exp()
+        shape = precision.new_tensor([self.zero_gamma[0]] + [self.gamma[0]] * len(self.means))
+        rate = precision.new_tensor([self.zero_gamma[1]] + [self.gamma[1]] * len(self.means))
+        return ((shape - 1) * self.log_precision - rate * precision).sum()
+
+    def forward(self, model: nn.Module) -> torch.Tensor:
+        """The regulariser term: ``-weight * (log p(w) + log p(lambda))``."""
+        w = torch.cat([t.reshape(-1) for t in self.weights_of(model)])
+        return -self.weight * (self.log_likelihood(w) + self.log_hyperprior())
+
+    @torch.no_grad()
+    def responsibilities(self, w: torch.Tensor) -> torch.Tensor:
+        """Posterior probability of each component for each weight: (n, K), rows sum to 1."""
+        return self.component_log_density(w).softmax(1)
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimizer groups of the prior's parameters (``train.fit`` uses them)."""
+        return [{"params": [p], "lr": lr * m} for p, m in
+                zip((self.means, self.log_precision, self.mixing_logits), self.lrs)]
+
+    def extra_repr(self) -> str:
+        return (f"components={len(self.means) + 1}, weights={len(self.names)} tensors, "
+                f"weight={self.weight:g}, zero_mixing={self.zero_mixing}")
