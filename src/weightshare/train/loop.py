@@ -129,7 +129,7 @@ def fit(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], *, epochs: fl
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
                 info = StepInfo(step, loss_value, model, time.perf_counter() - start,
-                                opt.param_groups[0]["lr"])
+                                opt.param_groups[0]["lr"], total)
                 if not run_callbacks(callbacks, info):
                     total = step
             if history is not None and seen:

@@ -15,6 +15,7 @@ from ...core.registry import register
 from .cluster import zero_cluster_, zero_kmeans
 from .config import PruneConfig
 from .method import prune_
+from .schedule import GradualPruning
 from .sparse import SparseWeight
 from .zero_codebook import ZeroCodebookWeight
 
@@ -29,5 +30,5 @@ def _apply(model: nn.Module, config: PruneConfig, **options: Any) -> nn.Module:
 
 register(PruneConfig, _apply, order=PRUNE_ORDER, weights=(SparseWeight, ZeroCodebookWeight))
 
-__all__ = ["PruneConfig", "SparseWeight", "ZeroCodebookWeight", "prune_", "zero_cluster_",
+__all__ = ["GradualPruning", "PruneConfig", "SparseWeight", "ZeroCodebookWeight", "prune_", "zero_cluster_",
            "zero_kmeans"]
