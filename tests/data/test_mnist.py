@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from tests.zoo import SHARED_DATA
 from weightshare.data.mnist import load_mnist, random_shift, read_idx
 from weightshare.errors import DataError
-from tests.zoo import SHARED_DATA
 
 MNIST_NPZ = SHARED_DATA / "mnist.npz"
 

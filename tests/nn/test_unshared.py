@@ -31,7 +31,7 @@ def test_locally_connected_equals_a_convolution_when_all_filters_are_equal(strid
 
 def test_locally_connected_refuses_an_input_size_it_was_not_built_for():
     lc = ws.nn.LocallyConnected2d(1, 2, 3, input_size=8)
-    with pytest.raises(ShapeError, match=r"built for inputs \(batch, 1, 8, 8\).*got \(1, 1, 9, 9\)"):
+    with pytest.raises(ShapeError, match=r"for inputs \(batch, 1, 8, 8\).*got \(1, 1, 9, 9\)"):
         lc(torch.zeros(1, 1, 9, 9))
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import weightshare as ws
-from weightshare.errors import ConfigError, DataError
 from tests.zoo import mlp
+from weightshare.errors import ConfigError, DataError
 
 
 def data(n: int = 128) -> tuple[torch.Tensor, torch.Tensor]:

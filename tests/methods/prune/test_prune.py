@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import weightshare as ws
+from tests.zoo import mlp
 from weightshare.errors import ConfigError, FormatError
 from weightshare.methods.prune import GradualPruning, SparseWeight, ZeroCodebookWeight
 from weightshare.methods.prune.positions import (
@@ -19,7 +20,6 @@ from weightshare.methods.prune.positions import (
     entries_for,
     raw_gaps,
 )
-from tests.zoo import mlp
 
 
 @settings(max_examples=60, deadline=None)

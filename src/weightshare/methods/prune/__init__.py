@@ -30,5 +30,5 @@ def _apply(model: nn.Module, config: PruneConfig, **options: Any) -> nn.Module:
 
 register(PruneConfig, _apply, order=PRUNE_ORDER, weights=(SparseWeight, ZeroCodebookWeight))
 
-__all__ = ["GradualPruning", "PruneConfig", "SparseWeight", "ZeroCodebookWeight", "prune_", "zero_cluster_",
-           "zero_kmeans"]
+__all__ = ["GradualPruning", "PruneConfig", "SparseWeight", "ZeroCodebookWeight", "prune_",
+           "zero_cluster_", "zero_kmeans"]
