@@ -16,6 +16,7 @@ from .compress import compress
 from .eval import eval_cmd
 from .inspect import inspect_cmd
 from .tie import tie
+from .train import train
 
 DEBUG_ENV = "WEIGHTSHARE_DEBUG"
 
@@ -30,7 +31,7 @@ def cli() -> None:
     """
 
 
-for _verb in (compress, tie, inspect_cmd, eval_cmd):
+for _verb in (compress, tie, inspect_cmd, eval_cmd, train):
     cli.add_command(_verb)
 
 

@@ -104,6 +104,60 @@ def build(name: str) -> nn.Module:
     raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
 
 
+def widths(model: nn.Module) -> dict[str, object]:
+    """The width arguments that rebuild ``model`` (kept in files' ``extra``).
+
+    Example:
+        >>> widths(lenet300((30, 10)))
+        {'name': 'lenet300', 'hidden': [30, 10]}
+    """
+    if isinstance(model, LeNet300):
+        return {"name": "lenet300", "hidden": list(model.hidden)}
+    if isinstance(model, LeNet5):
+        return {"name": "lenet5", "channels": list(model.channels), "hidden": model.hidden}
+    raise ConfigError(f"{type(model).__name__} is not a LeNet")
+
+
+def rebuild(spec: dict) -> nn.Module:
+    """The LeNet that :func:`widths` describes (e.g. a skeleton to load a file into)."""
+    if spec.get("name") == "lenet300":
+        return lenet300(tuple(spec.get("hidden", (300, 100))))
+    if spec.get("name") == "lenet5":
+        return lenet5(tuple(spec.get("channels", (20, 50))), int(spec.get("hidden", 500)))
+    raise ConfigError(f"not a LeNet description: {str(spec)[:80]}")
+
+
+def equal_size(name: str, params: int) -> nn.Module:
+    """The network ``name`` with every width scaled by one factor, as large as it can be
+    with at most ``params`` parameters: the equal-size dense baseline of HashedNets. The
+    last hidden layer keeps at least 10 units (as many as the classes: a narrower
+    bottleneck would make a strawman of the baseline).
+
+    Example:
+        >>> m = equal_size("lenet300", 266_610 // 8)
+        >>> m.hidden, sum(p.numel() for p in m.parameters()) <= 266_610 // 8
+        ((41, 13), True)
+    """
+    def count(m: nn.Module) -> int:
+        return sum(p.numel() for p in m.parameters())
+
+    def make(scale: float) -> nn.Module:
+        def w(x: int, least: int = 1) -> int:
+            return max(least, int(x * scale))
+        return lenet300((w(300), w(100, 10))) if name == "lenet300" else lenet5(
+            (w(20), w(50)), w(500, 10))
+
+    build(name)  # the name is checked before the search
+    lo, hi = 0.0, 1.0
+    for _ in range(40):  # bisect the scale: counts grow with it
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if count(make(mid)) <= params else (lo, mid)
+    best = make(lo)
+    if count(best) > params:
+        raise ConfigError(f"no {name} has at most {params:,} parameters; raise the budget")
+    return best
+
+
 def _images(x: torch.Tensor) -> torch.Tensor:
     """(B, 28, 28) or (B, 1, 28, 28) -> (B, 1, 28, 28)."""
     if x.dim() == 3:
