@@ -33,6 +33,25 @@ def test_log_likelihood_equals_a_direct_computation(tiny_mlp):
     assert torch.allclose(resp.sum(1), torch.ones(50))
 
 
+def test_the_fused_likelihood_has_exact_gradients():
+    from weightshare.methods.soft.prior import _MixtureLogLikelihood
+
+    g = torch.Generator().manual_seed(0)
+    inputs = (torch.randn(30, generator=g, dtype=torch.float64) * 0.1,
+              torch.randn(4, generator=g, dtype=torch.float64) * 0.1,
+              torch.randn(4, generator=g, dtype=torch.float64) + 4,
+              torch.randn(4, generator=g, dtype=torch.float64).log_softmax(0))
+    inputs = tuple(t.requires_grad_() for t in inputs)
+    assert torch.autograd.gradcheck(_MixtureLogLikelihood.apply, inputs)
+
+
+def test_every_kth_call_carries_k_times_the_term(tiny_mlp):
+    prior = ws.SoftSharingPrior(tiny_mlp, components=3, every=3)
+    full = ws.SoftSharingPrior(tiny_mlp, components=3)
+    terms = [prior(tiny_mlp).item() for _ in range(6)]
+    assert terms[1:3] == [0.0, 0.0] and terms[3] == pytest.approx(3 * full(tiny_mlp).item())
+
+
 def test_the_regulariser_covers_the_chosen_weights_and_trains_its_parameters(tiny_mlp):
     prior = ws.SoftSharingPrior(tiny_mlp, components=3, include=("^0$",), weight=1e-3)
     assert prior.names == ["0"]
