@@ -158,3 +158,18 @@ def test_bad_prune_settings_are_refused(tiny_mlp):
         ws.PruneConfig(sparsity={"0": 0.5}, scope="global")
     with pytest.raises(ws.WeightShareError, match="no sparsity pattern matches"):
         ws.prune_(tiny_mlp, {"nothing": 0.5})
+
+
+def test_every_stored_byte_is_counted_from_the_file(tmp_path):
+    # parts() builds new tensors each call (gaps, codes): neither save nor inspect may take
+    # a reused id() for a shared part
+    model = mlp()
+    ws.prune_(model, 0.9)
+    ws.cluster_(model, ws.ClusterConfig(bits=4, zero=True, min_size=0))
+    path = ws.save(model, tmp_path / "m.safetensors")
+    from weightshare.io import StoredTensors
+
+    stored = StoredTensors(path)
+    data_bytes = sum(info.nbytes for info in stored.infos.values())
+    assert ws.inspect(path).stored_bytes == ws.inspect(model).stored_bytes == data_bytes
+    assert len(stored.infos) == 3 * 3 + 3  # codebook, gaps, codes per weight + biases
