@@ -97,6 +97,18 @@ def test_snapping_leaves_at_most_the_surviving_components_and_a_pinned_zero(tmp_
     assert isinstance(loaded[2].parametrizations.weight[0], ZeroCodebookWeight)
 
 
+def test_biases_can_share_the_codebook_too(tmp_path):
+    model = mlp()
+    prior = ws.SoftSharingPrior(model, components=5, biases=True)
+    assert ("4", "bias") in prior.tensors
+    ws.soft_to_codebook_(model, prior)
+    assert model[4].parametrizations.bias.original is model[0].parametrizations.weight.original
+    x = torch.randn(3, 32)
+    path = ws.save(model, tmp_path / "b.safetensors")
+    assert torch.equal(ws.load(path, mlp(seed=4))(x), model.eval()(x))
+    assert {r.scheme for r in ws.inspect(path).rows} == {"zero-codebook"}  # no fp32 bias left
+
+
 def test_collapsed_components_merge():
     model = mlp()
     prior = ws.SoftSharingPrior(model, components=5)
@@ -121,11 +133,25 @@ def test_a_prior_whose_components_all_collapse_is_one_clear_error():
     assert torch.equal(model[0].weight, before)  # nothing changed
 
 
+def test_a_fixed_zero_std_stays_fixed_and_claims_the_small_weights(tiny_mlp):
+    prior = ws.SoftSharingPrior(tiny_mlp, components=5, zero_std=0.05, weight=1e-3)
+    x, y = torch.randn(64, 32), torch.randint(0, 10, (64,))
+    ws.fit(tiny_mlp, (x, y), epochs=2, batch_size=16, regularizers=[prior], progress=False)
+    _, precision, _ = prior.mixture()
+    assert precision[0].item() == pytest.approx(1 / 0.05**2)
+    w = torch.tensor([0.0, 0.01, 0.02])
+    assert bool((prior.responsibilities(w).argmax(1) == 0).all())
+
+
 def test_bad_prior_settings():
     with pytest.raises(ConfigError, match="components"):
         ws.SoftSharingPrior(mlp(), components=1)
     with pytest.raises(ConfigError, match="zero_mixing"):
         ws.SoftSharingPrior(mlp(), zero_mixing=1.0)
+    with pytest.raises(ConfigError, match="init"):
+        ws.SoftSharingPrior(mlp(), init="random")
+    with pytest.raises(ConfigError, match="zero_std"):
+        ws.SoftSharingPrior(mlp(), zero_std=0.0)
     model = mlp()
     with torch.no_grad():
         for p in model.parameters():

@@ -87,12 +87,12 @@ def soft_to_codebook_(model: nn.Module, prior: SoftSharingPrior, merge_kl: float
         table = torch.cat([table, table[-1:].expand((1 << bits) - 1 - len(survivors))])
     codebook = nn.Parameter(table.reshape(1, -1).to(flat.device))
     start = 0
-    for name, w in zip(prior.names, weights):
+    for (name, attr), w in zip(prior.tensors, weights):
         module = model.get_submodule(name) if name else model
         codes = codes_flat[start:start + w.numel()].reshape(w.shape)
         start += w.numel()
         shared = ZeroCodebookWeight(codes.to(w.device), bits)
-        attach(module, "weight", shared, codebook)
-        for alias in prior.aliases.get(name, ()):  # a tied weight stays one weight
-            attach(model.get_submodule(alias), "weight", shared, codebook)
+        attach(module, attr, shared, codebook)
+        for alias in prior.aliases.get(name, ()) if attr == "weight" else ():
+            attach(model.get_submodule(alias), "weight", shared, codebook)  # stays one weight
     return model
