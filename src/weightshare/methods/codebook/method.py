@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...core.guard import before_sharing
 from ...core.protocol import dense_weight
 from ...core.select import Target, select_targets
 from ...core.walk import check_targets, share_targets
@@ -36,6 +37,7 @@ def cluster_(model: nn.Module, config: ClusterConfig | None = None,
         True
     """
     config = config or ClusterConfig()
+    before_sharing(model)
     targets = select_targets(model, config.include, config.exclude, config.min_size,
                              what="cluster")
     check_targets(targets, reshare=(CodebookWeight,))
