@@ -256,7 +256,9 @@ def _inspect_file(path: Path) -> Report:
     order.update({f: order.get(part_name(f, c.original_part), len(order))
                   for f, c in layout.weights.items()})
     recorded = (meta.get("extra") or {}).get(BASELINE_KEY)
-    return _finish(rep, order, recorded if valid_baseline(recorded) else _rows_baseline(rep))
+    base = recorded if isinstance(recorded, dict) and valid_baseline(recorded) \
+        else _rows_baseline(rep)
+    return _finish(rep, order, base)
 
 
 _TAG_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}

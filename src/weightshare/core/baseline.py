@@ -70,8 +70,8 @@ def measure_baseline(model: nn.Module) -> dict[str, Any]:
 def record_baseline(model: nn.Module) -> dict[str, Any]:
     """Record the baseline on ``model`` unless one is recorded already; returns it.
     Called by every sharing method before it changes the model."""
-    found = getattr(model, BASELINE_ATTR, None)
-    if not valid_baseline(found):
+    found = _recorded(model)
+    if found is None:
         found = measure_baseline(model)
         object.__setattr__(model, BASELINE_ATTR, found)
     return dict(found)
@@ -79,8 +79,8 @@ def record_baseline(model: nn.Module) -> dict[str, Any]:
 
 def baseline(model: nn.Module) -> dict[str, Any]:
     """The recorded baseline of ``model``, or its measure now when none is recorded."""
-    found = getattr(model, BASELINE_ATTR, None)
-    return dict(found) if valid_baseline(found) else measure_baseline(model)
+    found = _recorded(model)
+    return dict(found) if found is not None else measure_baseline(model)
 
 
 def set_baseline(model: nn.Module, value: Any) -> None:
@@ -91,8 +91,13 @@ def set_baseline(model: nn.Module, value: Any) -> None:
 
 def baseline_extra(model: nn.Module) -> dict[str, Any]:
     """``{"baseline": ...}`` for a file's metadata when the model has a recorded one."""
+    found = _recorded(model)
+    return {BASELINE_KEY: dict(found)} if found is not None else {}
+
+
+def _recorded(model: nn.Module) -> dict[str, Any] | None:
     found = getattr(model, BASELINE_ATTR, None)
-    return {BASELINE_KEY: dict(found)} if valid_baseline(found) else {}
+    return found if valid_baseline(found) else None
 
 
 def valid_baseline(value: Any) -> bool:

@@ -42,7 +42,8 @@ class _GuardedSave:
                 "from_pretrained loads as random weights; save with weightshare.save(model, "
                 "path), or write a plain transformers directory with weightshare.export.to_hf("
                 "model, dir) / `weightshare export FILE --to hf DIR`")
-        return type(self.model).save_pretrained(self.model, *args, **kwargs)
+        save: Any = type(self.model).save_pretrained  # type: ignore[attr-defined]
+        return save(self.model, *args, **kwargs)
 
 
 def guard_save_pretrained(model: nn.Module) -> None:

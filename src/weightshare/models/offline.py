@@ -34,21 +34,21 @@ ARCHITECTURES = ("gpt2", "llama", "bert")
 # shapes users have (distilgpt2's 6 layers x 768, BERT-base, a small GQA Llama).
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "gpt2": {
-        "tiny": {"n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 64},
+        "tiny": {"n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 128},
         "small": {"n_embd": 384, "n_layer": 6, "n_head": 6, "n_positions": 256},
         "base": {"n_embd": 768, "n_layer": 6, "n_head": 12, "n_positions": 1024},
     },
     "llama": {
         "tiny": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
                  "num_attention_heads": 4, "num_key_value_heads": 2,
-                 "max_position_embeddings": 64},
+                 "max_position_embeddings": 128},
         "base": {"hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 12,
                  "num_attention_heads": 12, "num_key_value_heads": 4,
                  "max_position_embeddings": 1024},
     },
     "bert": {
         "tiny": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                 "intermediate_size": 64, "max_position_embeddings": 64},
+                 "intermediate_size": 64, "max_position_embeddings": 128},
         "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
                  "intermediate_size": 3072, "max_position_embeddings": 512},
     },
@@ -128,6 +128,8 @@ def build_model(arch: str, size: str = "tiny", vocab_size: int = 512, seed: int 
         raise ConfigError(f"unknown size {size!r} for {arch}; use one of {list(SIZES[arch])}")
     fields = {**SIZES[arch][size], "vocab_size": vocab_size, **overrides}
     torch.manual_seed(seed)
+    config: Any
+    model: Any
     if arch == "gpt2":
         config = transformers.GPT2Config(bos_token_id=0, eos_token_id=0, **fields)
         model = transformers.GPT2LMHeadModel(config)
@@ -156,7 +158,7 @@ def save_model_dir(arch: str, path: str | os.PathLike, texts: Sequence[str], *,
     vocab = vocab_size or (256 + 64 if size == "tiny" else 8192)
     tok = train_tokenizer(arch, texts, vocab) if tokenizer else None
     # the model's vocabulary is the tokenizer's (BPE may learn fewer merges than asked)
-    model = build_model(arch, size, vocab_size=len(tok) if tok is not None else vocab,
+    model: Any = build_model(arch, size, vocab_size=len(tok) if tok is not None else vocab,
                         seed=seed, **overrides)
     if dtype is not None:
         model = model.to(dtype)

@@ -125,7 +125,7 @@ def tokenizer_from_files(files: dict[str, str], vocab_rows: int | None = None) -
     with tempfile.TemporaryDirectory(prefix="weightshare-tok-") as tmp:
         for name, text in files.items():
             (Path(tmp) / name).write_text(text, encoding="utf-8")
-        tokenizer = load_tokenizer(tmp, local_only=True, vocab_rows=vocab_rows)
+        tokenizer: Any = load_tokenizer(tmp, local_only=True, vocab_rows=vocab_rows)
         with contextlib.suppress(AttributeError):
             tokenizer.name_or_path = ""  # the temporary directory is gone
     return tokenizer

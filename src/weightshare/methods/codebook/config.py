@@ -37,7 +37,8 @@ class ClusterConfig:
     granularity: str = field(default="per_tensor", metadata={
         "help": "one codebook per tensor, per output channel, or per group of output channels"})
     group_size: int = field(default=16, metadata={
-        "help": "output channels per codebook for per_group (must divide the channels)"})
+        "help": "output channels per codebook for per_group (a tensor it does not divide "
+                "gets the nearest divisor, see strict)"})
     method: str = field(default="exact", metadata={
         "help": "exact: optimal k-means (dynamic programming); fast: Lloyd iterations"})
     init: str = field(default="linear", metadata={
@@ -50,6 +51,9 @@ class ClusterConfig:
     min_size: int = field(default=1024, metadata={
         "help": "weights with fewer values than this stay dense"})
     seed: int = field(default=0, metadata={"help": "seed of random initialisations"})
+    strict: bool = field(default=False, metadata={
+        "help": "per_group: refuse a tensor the group size does not divide, instead of "
+                "using the nearest divisor of its rows (reported)"})
 
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 1 <= self.bits <= 8:

@@ -11,9 +11,9 @@ from ...core.guard import before_sharing
 from ...core.protocol import dense_weight
 from ...core.select import Target, select_targets
 from ...core.walk import check_targets, share_targets
-from ...errors import ShapeError
 from .calibration import Calibration, input_importance
 from .config import ClusterConfig, group_size_for
+from .groups import group_sizes, warn_changes
 from .kmeans import EXACT_MAX_DISTINCT, kmeans1d, kmeans1d_batched, kmeans1d_exact_batched
 from .weight import CodebookWeight, codes_dtype
 
@@ -41,24 +41,23 @@ def cluster_(model: nn.Module, config: ClusterConfig | None = None,
     targets = select_targets(model, config.include, config.exclude, config.min_size,
                              what="cluster")
     check_targets(targets, reshare=(CodebookWeight,))
-    for t in targets:
-        rows = dense_weight(t.module).shape[t.axis]
-        if config.granularity == "per_group" and rows % config.group_size:
-            raise ShapeError(f"group_size {config.group_size} does not divide the {rows} output "
-                             f"channels of {t.fqn}; choose a divisor of {rows} or exclude it")
+    sizes, changes = group_sizes(targets, config)  # per_group fallback (groups.py)
+    warn_changes(changes)
     importance = input_importance(model, targets, calibration) if calibration is not None else {}
-    share_targets(targets, lambda t: _cluster_one(t, config, importance.get(t.name)),
+    share_targets(targets, lambda t: _cluster_one(t, config, importance.get(t.name),
+                                                  sizes.get(t.name)),
                   progress=progress, desc="clustering")
     return model
 
 
 @torch.no_grad()
-def _cluster_one(t: Target, config: ClusterConfig,
-                 importance: torch.Tensor | None) -> tuple[CodebookWeight, torch.Tensor]:
-    """The codebook weight of one target and its codebook (groups, 2**bits), weight dtype."""
+def _cluster_one(t: Target, config: ClusterConfig, importance: torch.Tensor | None,
+                 group_size: int | None = None) -> tuple[CodebookWeight, torch.Tensor]:
+    """The codebook weight of one target and its codebook (groups, 2**bits), weight dtype.
+    ``group_size``: rows per codebook when the fallback changed it (groups.py)."""
     weight = dense_weight(t.module).detach()
     rows = weight.shape[t.axis]
-    group_size = group_size_for(config.granularity, rows, config.group_size)
+    group_size = group_size or group_size_for(config.granularity, rows, config.group_size)
     groups = rows // group_size
 
     # (groups, values per group): a group is `group_size` consecutive output channels
