@@ -81,7 +81,7 @@ def test_local_directory_keeps_its_architecture(tmp_path):
     lm = model_from_config("GPT2LMHeadModel", TINY_GPT2)
     lm.save_pretrained(tmp_path)
     loaded = load_model(str(tmp_path))
-    assert loaded.kind == "transformers" and loaded.hf_class == "GPT2LMHeadModel"
+    assert loaded.kind == "causal-lm" and loaded.hf_class == "GPT2LMHeadModel"
     assert loaded.tokenizer is None and loaded.source_dir == str(tmp_path)
     assert loaded.name == str(tmp_path)
     ids = torch.randint(0, 40, (2, 10))
