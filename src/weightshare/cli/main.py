@@ -14,6 +14,7 @@ import click
 from ..errors import WeightShareError
 from .compress import compress
 from .eval import eval_cmd
+from .export import export_cmd
 from .inspect import inspect_cmd
 from .tie import tie
 
@@ -30,7 +31,7 @@ def cli() -> None:
     """
 
 
-for _verb in (compress, tie, inspect_cmd, eval_cmd):
+for _verb in (compress, tie, inspect_cmd, eval_cmd, export_cmd):
     cli.add_command(_verb)
 
 

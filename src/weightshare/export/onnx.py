@@ -1,0 +1,79 @@
+"""Export to ONNX: the dense model (every shared weight expanded), checked with
+onnxruntime when it is installed.
+
+The graph is dense: ONNX has no standard operator that computes from codes and a
+codebook at low bit width (a ``Gather`` from 8-bit codes is possible but onnxruntime
+would run it as a dense lookup per call, and most runtimes do not fuse it), so the file
+is as large as the dense model at its dtype. Use ``--to coreml`` for a palettized
+package, or the weightshare file itself.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import SaveError
+from .graph import TokensToOutput, example_ids
+from .hf import dense_model
+
+
+def to_onnx(model: nn.Module, out: str | os.PathLike, *, causal: bool,
+            vocab: int) -> dict[str, Any]:
+    """Write ``model`` (changed in place to dense weights) as an ONNX graph
+    ``(input_ids, attention_mask) -> output`` with dynamic batch and sequence length."""
+    path = Path(out)
+    if path.exists():
+        raise SaveError(f"{path} exists; choose a new file name")
+    if not path.parent.is_dir():
+        raise SaveError(f"directory {path.parent} does not exist; create it first")
+    dense_model(model)
+    wrapper = TokensToOutput(model, causal).eval()
+    ids = example_ids(vocab)
+    mask = torch.ones_like(ids)
+    names: dict[str, Any] = {"input_names": ["input_ids", "attention_mask"],
+                             "output_names": ["output"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+
+            batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+            torch.onnx.export(wrapper, (ids, mask), str(path), dynamo=True, **names,
+                              dynamic_shapes={"input_ids": {0: batch, 1: seq},
+                                              "attention_mask": {0: batch, 1: seq}})
+            exporter = "torch.export (dynamo)"
+        except ImportError:
+            axes = {"input_ids": {0: "batch", 1: "sequence"},
+                    "attention_mask": {0: "batch", 1: "sequence"},
+                    "output": {0: "batch", 1: "sequence"}}
+            torch.onnx.export(wrapper, (ids, mask), str(path), dynamo=False, opset_version=17,
+                              dynamic_axes=axes, **names)
+            exporter = "TorchScript (legacy)"
+    files = [p for p in path.parent.iterdir() if p.name.startswith(path.name)]
+    result: dict[str, Any] = {"format": "onnx", "output": str(path), "exporter": exporter,
+                              "bytes": sum(p.stat().st_size for p in files)}
+    result["max_abs_difference"] = check_onnx(wrapper, path, vocab)
+    return result
+
+
+def check_onnx(wrapper: nn.Module, path: Path, vocab: int) -> float | None:
+    """max |onnxruntime - torch| on a fresh batch (another shape, padding); None without
+    onnxruntime."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    ids = example_ids(vocab, batch=3, length=20, seed=1)
+    mask = torch.ones_like(ids)
+    mask[1, 15:] = 0
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+    with torch.no_grad():
+        want = wrapper(ids, mask).float().numpy()
+    return float(abs(got - want).max())
