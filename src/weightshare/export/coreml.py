@@ -18,6 +18,7 @@ import contextlib
 import io
 import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,8 @@ def to_coreml(model: nn.Module, out: str | os.PathLike, *, causal: bool, vocab: 
     dense_model(model)
     wrapper = _IdsToOutput(model, causal).eval()
     ids = example_ids(vocab, batch=1, length=16)
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), \
+            contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore")
         try:
             traced = torch.jit.trace(wrapper, (ids,), strict=False)

@@ -10,7 +10,9 @@ package, or the weightshare file itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,8 @@ def to_onnx(model: nn.Module, out: str | os.PathLike, *, causal: bool,
     mask = torch.ones_like(ids)
     names: dict[str, Any] = {"input_names": ["input_ids", "attention_mask"],
                              "output_names": ["output"]}
-    with warnings.catch_warnings():
+    # the exporter prints progress on stdout, which belongs to --json
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore")
         try:
             import onnxscript  # noqa: F401  (the dynamo exporter needs it)
