@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from weightshare.errors import ModelLoadError
+from weightshare.models.memory import own_memory
 
 MINILM_NAME = "minilm"
 
@@ -152,7 +153,9 @@ def _model_class(architectures: list[str] | None, sentence: bool) -> Any:
 def _finish(model: torch.nn.Module) -> torch.nn.Module:
     if any(p.is_meta for p in model.parameters()):  # a skeleton (see models.source)
         return model.eval()
-    return model.to(device="cpu").eval()
+    # weights mapped from the checkpoint file would never give their memory back when
+    # sharing replaces them (models/memory.py)
+    return own_memory(model.to(device="cpu")).eval()
 
 
 def is_causal_lm_class(hf_class: str | None) -> bool:

@@ -35,7 +35,7 @@ ARCHITECTURES = ("gpt2", "llama", "bert")
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "gpt2": {
         "tiny": {"n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 128},
-        "small": {"n_embd": 384, "n_layer": 6, "n_head": 6, "n_positions": 256},
+        "small": {"n_embd": 256, "n_layer": 4, "n_head": 4, "n_positions": 128},
         "base": {"n_embd": 768, "n_layer": 6, "n_head": 12, "n_positions": 1024},
     },
     "llama": {
@@ -146,20 +146,21 @@ def build_model(arch: str, size: str = "tiny", vocab_size: int = 512, seed: int 
 def save_model_dir(arch: str, path: str | os.PathLike, texts: Sequence[str], *,
                    size: str = "tiny", vocab_size: int | None = None, seed: int = 0,
                    dtype: torch.dtype | None = None, tokenizer: bool = True,
-                   **overrides: Any) -> Path:
+                   model_vocab: int | None = None, **overrides: Any) -> Path:
     """Build ``arch`` at ``size`` with a tokenizer trained on ``texts`` and save both to
     ``path`` (a transformers checkpoint directory); returns the path.
 
     ``dtype`` converts the weights before saving (``torch.bfloat16``: a bf16 checkpoint);
-    ``tokenizer=False`` saves the model alone.
+    ``tokenizer=False`` saves the model alone; ``model_vocab``: embedding rows when they
+    should differ from the tokenizer's size (BERT-base has 30,522 whatever the text).
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     vocab = vocab_size or (256 + 64 if size == "tiny" else 8192)
     tok = train_tokenizer(arch, texts, vocab) if tokenizer else None
     # the model's vocabulary is the tokenizer's (BPE may learn fewer merges than asked)
-    model: Any = build_model(arch, size, vocab_size=len(tok) if tok is not None else vocab,
-                        seed=seed, **overrides)
+    rows = model_vocab or (len(tok) if tok is not None else vocab)
+    model: Any = build_model(arch, size, vocab_size=rows, seed=seed, **overrides)
     if dtype is not None:
         model = model.to(dtype)
     model.save_pretrained(path)

@@ -66,9 +66,9 @@ def _cluster_one(t: Target, config: ClusterConfig, importance: torch.Tensor | No
 
     codebook, codes = _solve(values, imp, config)
     moved_shape = weight.movedim(t.axis, 0).shape
-    codes = codes.reshape(moved_shape).movedim(0, t.axis).contiguous()
-    cw = CodebookWeight(codes.to(codes_dtype(config.bits)), config.bits, config.granularity,
-                        group_size, t.axis)
+    # narrow first: the int64 codes of a large tensor are 8 bytes a weight
+    codes = codes.to(codes_dtype(config.bits)).reshape(moved_shape).movedim(0, t.axis)
+    cw = CodebookWeight(codes.contiguous(), config.bits, config.granularity, group_size, t.axis)
     return cw, codebook.to(weight.dtype)
 
 
@@ -83,6 +83,12 @@ def _solve(values: torch.Tensor, imp: torch.Tensor | None,
     if config.method == "exact" and groups > 1 and values.shape[1] <= EXACT_MAX_DISTINCT:
         # the same optimum as the kmeans1d loop below, solved for all groups at once
         return kmeans1d_exact_batched(values, levels, imp)
+    if groups == 1:  # one problem: no second (groups, n) int64 array (memory of big tensors)
+        cent, code = kmeans1d(values[0], levels, weights=None if imp is None else imp[0],
+                              method=config.method, init=config.init, seed=config.seed)
+        cent = cent.double()
+        row = torch.cat([cent, cent[-1:].expand(levels - cent.numel())]).unsqueeze(0)
+        return row, code.reshape(1, -1)
     codebook = torch.empty(groups, levels, dtype=torch.float64)
     codes = torch.empty(values.shape, dtype=torch.int64)
     for g in range(groups):
