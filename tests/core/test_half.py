@@ -43,3 +43,20 @@ def test_tie_half_model():
     assert model[0].weight is model[2].weight and model[0].weight.dtype == torch.bfloat16
     ws.cluster_(model, ws.ClusterConfig(bits=2, min_size=0))
     assert model(torch.randn(3, 16, dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
+def test_float32_codebooks_of_a_bf16_model(tmp_path):
+    torch.manual_seed(0)
+    model = TinyLM().to(torch.bfloat16)
+    ws.cluster_(model, ws.ClusterConfig(bits=3, min_size=0, codebook_dtype="float32"))
+    codebook = model.emb.parametrizations.weight.original
+    assert codebook.dtype == torch.float32 and model.emb.weight.dtype == torch.bfloat16
+    ids = torch.randint(0, 50, (2, 7))
+    want = model(ids)
+    assert want.dtype == torch.bfloat16
+    path = ws.save(model, tmp_path / "m.safetensors")
+    back = ws.load(path, TinyLM().to(torch.bfloat16))
+    assert torch.equal(back(ids), want)
+    assert back.emb.parametrizations.weight.original.dtype == torch.float32
+    with pytest.raises(ws.WeightShareError, match="codebook_dtype"):
+        ws.ClusterConfig(codebook_dtype="int8")

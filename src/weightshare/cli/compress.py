@@ -60,6 +60,8 @@ def _text(r: dict) -> str:
               help="Data-aware clustering: weight each value by its input's mean square, "
                    "measured on calibration text (built-in sentences or --data; never the "
                    "held-out text). [default: on when the model has a tokenizer]")
+@click.option("--codebook-dtype", type=click.Choice(["float32"]), default=None,
+              help=field_help(ClusterConfig, "codebook_dtype"))
 @click.option("--strict", is_flag=True, help=field_help(ClusterConfig, "strict"))
 @click.option("--no-eval", is_flag=True, help="Skip the fidelity measurement.")
 @text_options
@@ -71,13 +73,13 @@ def _text(r: dict) -> str:
 @common_options
 def compress(model: str, bits: int, granularity: str, group_size: int, method: str, init: str,
              include: tuple[str, ...], exclude: tuple[str, ...], min_size: int,
-             calibrate: bool | None, strict: bool, no_eval: bool, data: str | None,
-             eval_data: str | None, embed_tokenizer: bool, output: str | None, as_json: bool,
-             quiet: bool) -> None:
+             calibrate: bool | None, codebook_dtype: str | None, strict: bool, no_eval: bool,
+             data: str | None, eval_data: str | None, embed_tokenizer: bool, output: str | None,
+             as_json: bool, quiet: bool) -> None:
     """Cluster MODEL's weights to 2^bits shared values and save a weightshare file."""
     config = ClusterConfig(bits=bits, granularity=granularity, group_size=group_size,
                            method=method, init=init, include=include, exclude=exclude,
-                           min_size=min_size, strict=strict)
+                           min_size=min_size, strict=strict, codebook_dtype=codebook_dtype)
     result = run(model, config, output, calibrate=calibrate, measure=not no_eval,
                  progress=None if not quiet else False, data=data, eval_data=eval_data,
                  embed_tokenizer=embed_tokenizer)

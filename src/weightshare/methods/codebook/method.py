@@ -68,8 +68,10 @@ def _cluster_one(t: Target, config: ClusterConfig, importance: torch.Tensor | No
     moved_shape = weight.movedim(t.axis, 0).shape
     # narrow first: the int64 codes of a large tensor are 8 bytes a weight
     codes = codes.to(codes_dtype(config.bits)).reshape(moved_shape).movedim(0, t.axis)
-    cw = CodebookWeight(codes.contiguous(), config.bits, config.granularity, group_size, t.axis)
-    return cw, codebook.to(weight.dtype)
+    stored = getattr(torch, config.codebook_dtype) if config.codebook_dtype else weight.dtype
+    cw = CodebookWeight(codes.contiguous(), config.bits, config.granularity, group_size, t.axis,
+                        dense_dtype=weight.dtype if stored != weight.dtype else None)
+    return cw, codebook.to(stored)
 
 
 def _solve(values: torch.Tensor, imp: torch.Tensor | None,
