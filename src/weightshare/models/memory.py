@@ -60,7 +60,7 @@ def own_memory(model: nn.Module) -> nn.Module:
     done: set[int] = set()
     for module in model.modules():
         for store in (module._parameters, module._buffers):
-            for name, t in list(store.items()):
+            for t in list(store.values()):
                 if t is None or id(t) in done or t.device.type != "cpu" or t.is_meta:
                     continue
                 done.add(id(t))
@@ -68,10 +68,7 @@ def own_memory(model: nn.Module) -> nn.Module:
                 # this tensor's own bytes only: a neighbour in the same mapping may differ
                 # from the file (written in place) and must keep its pages
                 ptr, nbytes = old.data_ptr(), old.numel() * old.element_size()
-                if isinstance(t, nn.Parameter):
-                    t.data = old.clone()  # the same Parameter object: ties hold
-                else:
-                    store[name] = old.clone()
+                t.data = old.clone()  # the same tensor object: ties and shared buffers hold
                 if libc is not None:
                     _release(ptr, nbytes, ranges, libc)
                 del old
