@@ -25,7 +25,8 @@ def similarity_text(r: dict) -> str:
             "      -" if v != v else f"{v:7.3f}" for v in m[i]) for i in range(n)]
 
     lines = [f"stack {sim['stack']}: {n} blocks" + (
-        f", measured on {r['samples']} calibration sentences" if r.get("samples") else "")]
+        f", tie loss measured on {r['samples']} calibration sentences" if r.get("samples")
+        else "") + (f", blocks at most {r['window']} apart" if r.get("window") else "")]
     for scope, m in sim["weight_cosine"].items():
         lines += table(f"weight cosine, {scope}:", m)
     lines += table("output CKA:", sim.get("output_cka"))
@@ -55,15 +56,19 @@ def similarity_text(r: dict) -> str:
               show_default=True,
               help="With --similarity: calibration sentences the tie loss is measured on "
                    "(its cost grows with them and with blocks squared).")
+@click.option("--window", type=int, default=None,
+              help="With --similarity: measure the tie loss of blocks at most this far apart "
+                   "[default: all pairs up to 6 blocks, 3 beyond].")
 @common_options
 def inspect_cmd(model: str, summary: bool, with_similarity: bool, suggest_unique: int | None,
-                suggest_cut: float | None, plot: str | None, samples: int, as_json: bool,
-                quiet: bool) -> None:
+                suggest_cut: float | None, plot: str | None, samples: int, window: int | None,
+                as_json: bool, quiet: bool) -> None:
     """List MODEL's tensors: how each is shared, distinct values, dense and stored bytes.
     Also lists the stacks of repeated blocks that `weightshare tie` can share."""
     if with_similarity:
         emit(similarity(model, unique=suggest_unique, cut=suggest_cut, plot=plot,
-                        samples=samples, progress=None if not quiet else False),
+                        samples=samples, window=window,
+                        progress=None if not quiet else False),
              as_json, quiet, similarity_text)
         return
     if suggest_unique is not None or suggest_cut is not None or plot:
