@@ -113,10 +113,10 @@ def train(path: Path, files: list[Path], seconds: float) -> None:
          "train_files": [f.name for f in files], "final_loss": sum(losses[-50:]) / 50}))
 
 
-def timed(argv: list[str]) -> tuple[dict, float, int]:
+def timed(argv: list[str], cli: list[str] = CLI) -> tuple[dict, float, int]:
     """Run the CLI with --json in a fresh process: (its JSON, wall seconds, peak RSS bytes)."""
     with tempfile.NamedTemporaryFile(suffix=".time") as t:
-        cmd = ["/usr/bin/time", "-f", "%e %M", "-o", t.name, *CLI, *argv, "--json"]
+        cmd = ["/usr/bin/time", "-f", "%e %M", "-o", t.name, *cli, *argv, "--json"]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(argv)} failed: {proc.stderr.strip()[-400:]}")
@@ -141,6 +141,18 @@ def round_trip(file: str, hf_dir: str) -> float:
                       - first_tensor(shared(input_ids=ids)).float()).abs().max())
 
 
+def import_rss(model_dir: Path) -> int:
+    """Peak RSS of a process that imports what compress imports and reads the tokenizer,
+    without loading weights: what is not the model's in a verb's peak."""
+    code = ("import weightshare.cli.main, transformers, sys; "
+            "from weightshare.models.source import resolve; s = resolve(sys.argv[1]); "
+            "s.tokenizer(); s.skeleton()")
+    with tempfile.NamedTemporaryFile(suffix=".time") as t:
+        subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", t.name, sys.executable, "-c",
+                        code, str(model_dir)], check=True, capture_output=True)
+        return int(Path(t.name).read_text().split()[-1]) * 1024
+
+
 def fp32_bytes(model_dir: Path) -> int:
     from safetensors import safe_open
 
@@ -152,7 +164,7 @@ def fp32_bytes(model_dir: Path) -> int:
     return total
 
 
-def run(models: Path) -> list[dict]:
+def run(models: Path, before: str | None = None) -> list[dict]:
     rows = []
     work = Path(tempfile.mkdtemp(prefix="ws-models-"))
     for name in [*MODELS, TRAINED]:
@@ -161,7 +173,8 @@ def run(models: Path) -> list[dict]:
         tied = str(work / f"{name}-tied.safetensors")
         text = ["--data", str(models / "plays-calibration"), "--eval-data",
                 str(models / "plays-evaluation")] if name == TRAINED else []
-        row: dict = {"model": name, "fp32_bytes": fp32_bytes(model_dir)}
+        row: dict = {"model": name, "fp32_bytes": fp32_bytes(model_dir),
+                     "import_rss": import_rss(model_dir)}
         r, wall, rss = timed(["compress", str(model_dir), "--bits", "4", "-o", packed, *text])
         row["compress"] = {"seconds": wall, "peak_rss": rss, "ratio": r["ratio"],
                            "dense_bytes": r["dense_bytes"], "dense_dtype": r["dense_dtype"],
@@ -169,6 +182,12 @@ def run(models: Path) -> list[dict]:
                            "fidelity": r["fidelity"], "calibration": r["calibration"],
                            "group_fallback": r["group_fallback"], "job_seconds": r["seconds"]}
         print(f"{name} compress: {wall:.1f} s, {rss / 2**20:.0f} MiB", flush=True)
+        if before and name == "bert-base":  # the same job with another weightshare (main)
+            r, wall, rss = timed(["compress", str(model_dir), "--bits", "4", "-o",
+                                  str(work / "before.safetensors")], [before])
+            row["compress_before"] = {"seconds": wall, "peak_rss": rss, "ratio": r["ratio"],
+                                      "cli": before}
+            print(f"{name} compress with {before}: {wall:.1f} s, {rss / 2**20:.0f} MiB")
         r, wall, rss = timed(["tie", str(model_dir), "--strategy", "cycle", "--scope",
                               "attention|attn", "-o", tied, *text])
         row["tie"] = {"seconds": wall, "peak_rss": rss, "ratio": r["ratio"],
@@ -181,22 +200,29 @@ def run(models: Path) -> list[dict]:
         row["export_hf"] = {"seconds": wall, "peak_rss": rss, "bytes": r["bytes"],
                             "max_abs_logit_difference": round_trip(packed, hf_dir)}
         print(f"{name} eval + export done", flush=True)
+        if name == "bert-base":
+            r, wall, rss = timed(["inspect", str(model_dir), "--similarity"])
+            row["similarity"] = {"seconds": wall, "peak_rss": rss, "samples": r["samples"],
+                                 "window": r["window"],
+                                 "blocks": len(r["similarity"]["blocks"])}
         rows.append(row)
     return rows
 
 
 def table(rows: list[dict]) -> str:
     mib = 2**20
-    out = ["| model | params | as saved | compress 4-bit: time, peak RSS (x fp32 size) | ratio |"
-           " fidelity of the 4-bit file | tie attention (cycle): ratio, fidelity | eval: time,"
-           " RSS | export hf: time, max logit diff |",
+    out = ["| model | params | as saved | compress 4-bit: time, peak RSS (x fp32 size; model's "
+           "share) | ratio | fidelity of the 4-bit file | tie attention (cycle): ratio, fidelity"
+           " | eval: time, RSS | export hf: time, max logit diff |",
            "| --- | ---: | ---: | --- | ---: | --- | --- | --- | --- |"]
     for r in rows:
         c, t, e, x = r["compress"], r["tie"], r["eval"], r["export_hf"]
+        own = (c["peak_rss"] - r["import_rss"]) / r["fp32_bytes"]
         out.append(
             f"| {r['model']} | {c['total_params'] / 1e6:.1f} M | "
             f"{c['dense_bytes'] / mib:.0f} MiB {c['dense_dtype']} | {c['seconds']:.0f} s, "
-            f"{c['peak_rss'] / mib:.0f} MiB ({c['peak_rss'] / r['fp32_bytes']:.2f}x) | "
+            f"{c['peak_rss'] / mib:.0f} MiB ({c['peak_rss'] / r['fp32_bytes']:.2f}x; "
+            f"{own:.2f}x) | "
             f"{c['ratio']:.2f}x | {fmt(c['fidelity'])} | {t['ratio']:.2f}x, {fmt(t['fidelity'])}"
             f" | {e['seconds']:.0f} s, {e['peak_rss'] / mib:.0f} MiB | {x['seconds']:.0f} s, "
             f"{x['max_abs_logit_difference']:.3g} |")
@@ -224,6 +250,8 @@ def main() -> None:
     t.add_argument("--seconds", type=float, default=420)
     r = sub.add_parser("run")
     r.add_argument("--models", type=Path, required=True)
+    r.add_argument("--before", default=None,
+                   help="another weightshare executable to run BERT-base compress with too")
     args = parser.parse_args()
     if not PLAYS.is_dir():
         print(f"skipped: {PLAYS} is absent (the Shakespeare plays)")
@@ -237,7 +265,7 @@ def main() -> None:
             return
         train(args.out / TRAINED, play_split()["train"], args.seconds)
         return
-    rows = run(args.models)
+    rows = run(args.models, args.before)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({"rows": rows, "split": {k: [f.name for f in v] for k, v in
                                                            play_split().items()}}, indent=1))
