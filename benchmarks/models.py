@@ -164,10 +164,10 @@ def fp32_bytes(model_dir: Path) -> int:
     return total
 
 
-def run(models: Path, before: str | None = None) -> list[dict]:
+def run(models: Path, before: str | None = None, only: list[str] | None = None) -> list[dict]:
     rows = []
     work = Path(tempfile.mkdtemp(prefix="ws-models-"))
-    for name in [*MODELS, TRAINED]:
+    for name in only or [*MODELS, TRAINED]:
         model_dir = models / name
         packed = str(work / f"{name}-4bit.safetensors")
         tied = str(work / f"{name}-tied.safetensors")
@@ -252,6 +252,7 @@ def main() -> None:
     r.add_argument("--models", type=Path, required=True)
     r.add_argument("--before", default=None,
                    help="another weightshare executable to run BERT-base compress with too")
+    r.add_argument("--only", nargs="*", default=None, help="these models only (a dry run)")
     args = parser.parse_args()
     if not PLAYS.is_dir():
         print(f"skipped: {PLAYS} is absent (the Shakespeare plays)")
@@ -265,7 +266,10 @@ def main() -> None:
             return
         train(args.out / TRAINED, play_split()["train"], args.seconds)
         return
-    rows = run(args.models, args.before)
+    rows = run(args.models, args.before, args.only)
+    if args.only:  # a partial run: print, keep the results file of the full run
+        print(table(rows))
+        return
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({"rows": rows, "split": {k: [f.name for f in v] for k, v in
                                                            play_split().items()}}, indent=1))

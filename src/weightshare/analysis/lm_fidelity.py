@@ -13,8 +13,8 @@ token t + 1, and the shared model is compared with the original:
 The original's predictions are recorded once (:class:`LMReference`), so the original
 model need not be kept in memory while the shared one is built: its per-position
 losses and top-1 tokens for every position, its full log-probabilities for as many
-positions as ``kl_budget_bytes`` allows (``kl_tokens`` says how many KL was measured
-on: a 50k vocabulary takes 200 kB per position).
+positions as ``kl_budget_bytes`` allows (64 MiB by default; ``kl_tokens`` says how many
+KL was measured on: a 50k vocabulary takes 200 kB per position).
 """
 
 from __future__ import annotations
@@ -64,6 +64,12 @@ def token_windows(texts: Sequence[str], tokenizer: Any, seq_len: int = 128,
     return torch.tensor(ids[:n * seq_len], dtype=torch.long).reshape(n, seq_len)
 
 
+def _vocab(model: torch.nn.Module) -> int:
+    config = getattr(model, "config", None)
+    vocab = getattr(config, "vocab_size", None)
+    return vocab if isinstance(vocab, int) and vocab > 0 else 32768
+
+
 def _logits(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
     # (B, T) -> (B, T - 1, V) float32: position t predicts token t + 1
     return first_tensor(model(input_ids=batch)).float()[:, :-1]
@@ -73,9 +79,14 @@ class LMReference:
     """The original model's next-token predictions on ``windows``, to score shared models
     against (see the module docstring)."""
 
-    def __init__(self, model: torch.nn.Module, windows: torch.Tensor, batch_size: int = 8,
-                 kl_budget_bytes: int = 128 * 2**20) -> None:
-        self.windows, self.batch_size = windows, batch_size
+    def __init__(self, model: torch.nn.Module, windows: torch.Tensor,
+                 batch_size: int | None = None, kl_budget_bytes: int = 64 * 2**20) -> None:
+        self.windows = windows
+        # a batch's logits are (B, T, V) floats, and log-softmax / KL make a few copies:
+        # keep each near 32 MiB (GPT-2's 50k vocabulary: one window of 128 at a time)
+        vocab = _vocab(model)
+        self.batch_size = batch_size or max(1, min(8, (32 * 2**20) // max(
+            1, windows.shape[1] * vocab * 4)))
         self.nll: list[torch.Tensor] = []  # per batch: (B, T - 1) float64
         self.top1: list[torch.Tensor] = []  # per batch: (B, T - 1) int64
         self.logprobs: list[torch.Tensor] = []  # per batch within the budget: (B, T - 1, V)
