@@ -40,29 +40,45 @@ def to_onnx(model: nn.Module, out: str | os.PathLike, *, causal: bool,
     mask = torch.ones_like(ids)
     names: dict[str, Any] = {"input_names": ["input_ids", "attention_mask"],
                              "output_names": ["output"]}
+    try:
+        import onnx  # noqa: F401  (torch.onnx writes through it)
+    except ImportError as e:
+        raise SaveError("--to onnx needs onnx: pip install 'weightshare[export]'") from e
     # the exporter prints progress on stdout, which belongs to --json
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore")
         try:
-            import onnxscript  # noqa: F401  (the dynamo exporter needs it)
-
-            batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-            torch.onnx.export(wrapper, (ids, mask), str(path), dynamo=True, **names,
-                              dynamic_shapes={"input_ids": {0: batch, 1: seq},
-                                              "attention_mask": {0: batch, 1: seq}})
-            exporter = "torch.export (dynamo)"
-        except ImportError:
-            axes = {"input_ids": {0: "batch", 1: "sequence"},
-                    "attention_mask": {0: "batch", 1: "sequence"},
-                    "output": {0: "batch", 1: "sequence"}}
-            torch.onnx.export(wrapper, (ids, mask), str(path), dynamo=False, opset_version=17,
-                              dynamic_axes=axes, **names)
-            exporter = "TorchScript (legacy)"
+            exporter = _export(wrapper, ids, mask, path, names)
+        except Exception as e:  # the exporters raise many types for unsupported graphs
+            for p in path.parent.glob(path.name + "*"):
+                p.unlink(missing_ok=True)
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise SaveError(f"torch.onnx could not export {type(model).__name__} ({first}); "
+                            "export --to hf instead") from None
     files = [p for p in path.parent.iterdir() if p.name.startswith(path.name)]
     result: dict[str, Any] = {"format": "onnx", "output": str(path), "exporter": exporter,
                               "bytes": sum(p.stat().st_size for p in files)}
     result["max_abs_difference"] = check_onnx(wrapper, path, vocab)
     return result
+
+
+def _export(wrapper: nn.Module, ids: torch.Tensor, mask: torch.Tensor, path: Path,
+            names: dict[str, Any]) -> str:
+    """Export with torch.export (dynamo) when onnxscript is there, else TorchScript."""
+    try:
+        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+    except ImportError:
+        axes = {"input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                "output": {0: "batch", 1: "sequence"}}
+        torch.onnx.export(wrapper, (ids, mask), str(path), dynamo=False, opset_version=17,
+                          dynamic_axes=axes, **names)
+        return "TorchScript (legacy)"
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    torch.onnx.export(wrapper, (ids, mask), str(path), dynamo=True, **names,
+                      dynamic_shapes={"input_ids": {0: batch, 1: seq},
+                                      "attention_mask": {0: batch, 1: seq}})
+    return "torch.export (dynamo)"
 
 
 def check_onnx(wrapper: nn.Module, path: Path, vocab: int) -> float | None:
