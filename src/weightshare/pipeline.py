@@ -21,7 +21,7 @@ from .analysis.report import Report, inspect
 from .analysis.similarity import block_similarity, plot_similarity
 from .analysis.suggest import TiePlan, suggest_plan
 from .core.batches import as_batches
-from .data.split import TextSplit, split_texts
+from .data.split import TextSplit, split_texts, spread
 from .errors import ConfigError, ModelLoadError
 from .io import save
 from .methods.codebook import ClusterConfig, cluster_
@@ -292,7 +292,7 @@ def tie(spec: str = MINILM, config: Any = None, output: str | Path | None = None
     t_distill = 0.0
     if teacher is not None:
         t0 = time.perf_counter()
-        distill_(lm.model, teacher, texts.calibration[:4096], steps=distill_steps or None,
+        distill_(lm.model, teacher, spread(texts.calibration, 4096), steps=distill_steps or None,
                  lr=lr, time_budget=distill_seconds, tokenizer=lm.tokenizer, augment=augment,
                  progress=progress)
         t_distill = time.perf_counter() - t0
