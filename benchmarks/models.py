@@ -103,7 +103,7 @@ def train(path: Path, files: list[Path], seconds: float) -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         step += 1
         if step % 50 == 0:
             print(f"step {step}: loss {sum(losses[-50:]) / 50:.3f} ({elapsed:.0f} s)", flush=True)
