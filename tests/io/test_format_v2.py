@@ -1,5 +1,5 @@
 """Files of format version 2 (tests/fixtures/format_v2, written at commit 9e7684c by
-``make.py`` there) keep loading, with the same weights and outputs."""
+``v2_make.py`` there) keep loading, with the same weights and outputs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import weightshare as ws
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "format_v2"
 sys.path.insert(0, str(FIXTURES))
-from models import FixtureLM, bert_inputs, inputs  # noqa: E402
+from v2_models import FixtureLM, bert_inputs, inputs  # noqa: E402
 
 EXPECTED = load_file(str(FIXTURES / "expected_outputs.safetensors"))
 
