@@ -1,0 +1,108 @@
+"""Compiled kernels over bit-packed codes (numba; imported only when numba is installed).
+
+Layout they read (``runtime.codebook``): the codes of a weight as ``rows`` rows of ``cols``
+codes, rows along the channel axis; row ``i`` is the LSB-first bit stream of its codes,
+starting at byte ``i * row_bytes`` of a flat uint8 buffer that has spare bytes at its end
+(kernels read up to two bytes past a row's last code). Row ``i`` uses codebook
+row ``i // group_size`` (float32, ``2**bits`` entries).
+
+Decoding is table lookup only, so decoded values are the codebook's bits exactly; the
+matrix-vector kernel sums in float32 in its own order (within float rounding of the
+dense product). Every kernel releases the GIL; the ``*_par`` versions split rows over
+numba's threads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _code(flat, base, j, bits, mask):  # pragma: no cover - compiled
+    bit = j * bits
+    byte = base + (bit >> 3)
+    w = np.uint32(flat[byte]) | (np.uint32(flat[byte + 1]) << 8) | (np.uint32(flat[byte + 2]) << 16)
+    return (w >> (bit & 7)) & mask
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _decode_row(flat, base, c, bits, cols, o):  # pragma: no cover - compiled
+    if bits == 4:
+        half = cols // 2
+        for p in range(half):
+            b = flat[base + p]
+            o[2 * p] = c[b & 15]
+            o[2 * p + 1] = c[b >> 4]
+        if cols & 1:
+            o[cols - 1] = c[flat[base + half] & 15]
+    elif bits == 8:
+        for j in range(cols):
+            o[j] = c[flat[base + j]]
+    elif bits == 2:
+        quarter = cols // 4
+        for p in range(quarter):
+            b = flat[base + p]
+            o[4 * p] = c[b & 3]
+            o[4 * p + 1] = c[(b >> 2) & 3]
+            o[4 * p + 2] = c[(b >> 4) & 3]
+            o[4 * p + 3] = c[b >> 6]
+        for j in range(4 * quarter, cols):
+            o[j] = c[_code(flat, base, j, 2, 3)]
+    else:
+        mask = np.uint32((1 << bits) - 1)
+        for j in range(cols):
+            o[j] = c[_code(flat, base, j, bits, mask)]
+
+
+@njit(cache=True, nogil=True)
+def decode_rows(flat, row_bytes, cb, group_size, bits, r0, out):  # pragma: no cover
+    """out[k, :] = codebook row of (r0 + k) looked up at the codes of row r0 + k."""
+    n, cols = out.shape
+    for k in range(n):
+        i = r0 + k
+        _decode_row(flat, i * row_bytes, cb[i // group_size], bits, cols, out[k])
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def decode_rows_par(flat, row_bytes, cb, group_size, bits, r0, out):  # pragma: no cover
+    n, cols = out.shape
+    for k in prange(n):
+        i = r0 + k
+        _decode_row(flat, i * row_bytes, cb[i // group_size], bits, cols, out[k])
+
+
+@njit(cache=True, nogil=True)
+def gather_rows(flat, row_bytes, cb, group_size, bits, ids, out):  # pragma: no cover
+    """out[k, :] = row ids[k] decoded (an embedding lookup); ids already range-checked."""
+    cols = out.shape[1]
+    for k in range(ids.shape[0]):
+        i = ids[k]
+        _decode_row(flat, i * row_bytes, cb[i // group_size], bits, cols, out[k])
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath=True)
+def matvec_par(flat, row_bytes, cb, group_size, bits, x, y):  # pragma: no cover
+    """y[m, i] = sum_j x[m, j] * W[i, j] for a few rows m of x, codes decoded once per
+    row of W into a small buffer (never the whole weight)."""
+    m_rows, cols = x.shape
+    rows = y.shape[1]
+    for i in prange(rows):
+        w = np.empty(cols, np.float32)
+        _decode_row(flat, i * row_bytes, cb[i // group_size], bits, cols, w)
+        for m in range(m_rows):
+            acc = np.float32(0.0)
+            xm = x[m]
+            for j in range(cols):
+                acc += xm[j] * w[j]
+            y[m, i] = acc
+
+
+@njit(cache=True, nogil=True)
+def histogram(flat, row_bytes, bits, r0, r1, cols, counts):  # pragma: no cover
+    """counts[v] += number of codes equal to v in rows r0..r1 (row padding not counted)."""
+    mask = np.uint32((1 << bits) - 1)
+    for i in range(r0, r1):
+        base = i * row_bytes
+        for j in range(cols):
+            counts[_code(flat, base, j, bits, mask)] += 1

@@ -1,0 +1,175 @@
+"""Layers computed from packed codes: linear, embedding, convolutions.
+
+Never a whole dense weight: a matrix product decodes the weight in tiles of at most
+``TILE_ELEMS`` values into one reused buffer and multiplies each tile with torch's own
+kernels (a weight that fits one tile is decoded once and multiplied exactly as the dense
+layer would be); for a few input rows a compiled matrix-vector kernel reads the codes
+directly; an embedding decodes only the rows asked for. Outputs equal the dense layer's
+within float32 rounding (exactly, where one tile holds the weight).
+
+Each implementation returns NotImplemented when it does not apply (a gradient wanted
+through the input, another device, a layout it does not cover); the PackedTensor then
+runs the operation on the dense weight.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .kernels import backend, decode_rows, gather_rows, matvec
+from .tensor import PackedTensor, implements
+
+TILE_ELEMS = 1 << 20  # values per decoded tile (4 MiB of float32)
+MATVEC_MAX_ROWS = 4  # input rows up to which the compiled matrix-vector kernel runs
+
+_local = threading.local()
+
+
+def _scratch(n: int, dtype: torch.dtype) -> torch.Tensor:
+    """A reused buffer of ``n`` values (one per thread and dtype): tiles never allocate.
+
+    When autograd records the product (an input that wants a gradient), the tile is saved
+    for the backward pass and must not be overwritten: then a fresh buffer."""
+    if torch.is_grad_enabled():
+        return torch.empty(n, dtype=dtype)
+    bufs = _local.__dict__.setdefault("bufs", {})
+    buf = bufs.get(dtype)
+    if buf is None or buf.numel() < n:
+        with torch.inference_mode(False):  # a normal tensor: writable in and out of it
+            buf = bufs[dtype] = torch.empty(max(n, TILE_ELEMS), dtype=dtype)
+    return buf[:n]
+
+
+def _usable(w: Any, *inputs: Any) -> bool:
+    """The compact path applies: a CPU weight and CPU inputs. (Gradients still reach the
+    inputs and bias: tiles are multiplied by torch; the codebook gets none here.)"""
+    if not isinstance(w, PackedTensor) or w.device.type != "cpu":
+        return False
+    return not any(isinstance(t, torch.Tensor) and t.device.type != "cpu" for t in inputs)
+
+
+def _decoded(w: PackedTensor, r0: int, r1: int) -> torch.Tensor:
+    """Rows r0..r1 of the weight (rows along its axis), decoded into the scratch buffer."""
+    form = w.form
+    tile = _scratch((r1 - r0) * form.cols, w.dtype).view(r1 - r0, form.cols)
+    decode_rows(form.packed, w.codebook.detach().contiguous(), form.group_size, r0, tile)
+    return tile
+
+
+def _tile_rows(form: Any, multiple: int = 1) -> int:
+    rows = max(1, TILE_ELEMS // max(1, form.cols))
+    return max(multiple, rows // multiple * multiple)
+
+
+def linear_rows(w: PackedTensor, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x @ W.T + bias`` with W the weight's rows (rows along its axis) as a matrix."""
+    form = w.form
+    x2 = x.reshape(-1, form.cols)
+    if (x2.shape[0] <= MATVEC_MAX_ROWS and w.dtype == x.dtype == torch.float32
+            and backend() == "numba"
+            and not (torch.is_grad_enabled() and x.requires_grad)):
+        y = matvec(form.packed, w.codebook.detach().contiguous(), form.group_size,
+                           x2.contiguous())
+        if bias is not None:
+            y += bias
+    else:
+        step = _tile_rows(form)
+        if step >= form.rows:
+            y = F.linear(x2, _decoded(w, 0, form.rows), bias)
+        else:
+            y = torch.empty(x2.shape[0], form.rows, dtype=x2.dtype)
+            for r0 in range(0, form.rows, step):
+                r1 = min(form.rows, r0 + step)
+                y[:, r0:r1] = F.linear(x2, _decoded(w, r0, r1),
+                                       None if bias is None else bias[r0:r1])
+    return y.reshape(*x.shape[:-1], form.rows)
+
+
+@implements(F.linear)
+def linear(input: torch.Tensor, weight: Any, bias: torch.Tensor | None = None) -> Any:
+    if not _usable(weight, input, bias) or weight.form.axis != 0 or weight.dim() != 2 \
+            or input.shape[-1] != weight.shape[1] or input.dtype != weight.dtype:
+        return NotImplemented
+    return linear_rows(weight, input, bias)
+
+
+@implements(torch.addmm)
+def addmm(input: torch.Tensor, mat1: torch.Tensor, mat2: Any, *, beta: float = 1,
+          alpha: float = 1, out: Any = None) -> Any:
+    """``input + mat1 @ mat2`` with mat2 stored (in, out) and codebooks per output column
+    (transformers' Conv1D): its rows are the columns of mat2."""
+    if out is not None or beta != 1 or alpha != 1 or not _usable(mat2, input, mat1) \
+            or mat2.form.axis != 1 or mat2.dim() != 2 or mat1.dim() != 2 \
+            or mat1.shape[1] != mat2.shape[0] or mat1.dtype != mat2.dtype:
+        return NotImplemented
+    return linear_rows(mat2, mat1, None) + input
+
+
+@implements(torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__)
+def matmul(a: torch.Tensor, b: Any, *, out: Any = None) -> Any:
+    if out is not None or not _usable(b, a) or not isinstance(a, torch.Tensor) \
+            or isinstance(a, PackedTensor) or b.form.axis != 1 or b.dim() != 2 \
+            or a.dim() < 1 or a.shape[-1] != b.shape[0] or a.dtype != b.dtype:
+        return NotImplemented
+    return linear_rows(b, a, None)
+
+
+@implements(F.embedding)
+def embedding(input: torch.Tensor, weight: Any, padding_idx: int | None = None,
+              max_norm: float | None = None, norm_type: float = 2.0,
+              scale_grad_by_freq: bool = False, sparse: bool = False) -> Any:
+    """Only the rows asked for are decoded (padding_idx changes gradients only)."""
+    if max_norm is not None or not _usable(weight) or weight.form.axis != 0 \
+            or weight.dim() != 2 or input.dtype not in (torch.int64, torch.int32):
+        return NotImplemented
+    form = weight.form
+    ids = input.reshape(-1).long()
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= form.rows):
+        raise IndexError("index out of range in self")
+    out = torch.empty(ids.numel(), form.cols, dtype=weight.dtype)
+    gather_rows(form.packed, weight.codebook.detach().contiguous(), form.group_size,
+                        ids.contiguous(), out)
+    return out.reshape(*input.shape, form.cols)
+
+
+def _conv(fn: Any, input: torch.Tensor, weight: Any, bias: torch.Tensor | None = None,
+          stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Any:
+    if not _usable(weight, input, bias) or weight.form.axis != 0 or input.dtype != weight.dtype:
+        return NotImplemented
+    form, shape = weight.form, tuple(weight.shape)
+    per_group = form.rows // groups  # output channels per group: tiles hold whole groups
+    step = _tile_rows(form, per_group)
+    if step >= form.rows:
+        tile = _decoded(weight, 0, form.rows).view(shape)
+        return fn(input, tile, bias, stride, padding, dilation, groups)
+    in_per_group = shape[1]
+    channels = input.dim() - (len(shape) - 1)  # 1 for a batch, 0 for one unbatched input
+    outs = []
+    for r0 in range(0, form.rows, step):
+        r1 = min(form.rows, r0 + step)
+        g0, g1 = r0 // per_group, r1 // per_group
+        x = input if groups == 1 else input.narrow(channels, g0 * in_per_group,
+                                                   (g1 - g0) * in_per_group)
+        tile = _decoded(weight, r0, r1).view(r1 - r0, *shape[1:])
+        outs.append(fn(x, tile, None if bias is None else bias[r0:r1], stride, padding,
+                       dilation, g1 - g0))
+    return torch.cat(outs, channels)
+
+
+@implements(F.conv1d)
+def conv1d(*args: Any, **kwargs: Any) -> Any:
+    return _conv(F.conv1d, *args, **kwargs)
+
+
+@implements(F.conv2d)
+def conv2d(*args: Any, **kwargs: Any) -> Any:
+    return _conv(F.conv2d, *args, **kwargs)
+
+
+@implements(F.conv3d)
+def conv3d(*args: Any, **kwargs: Any) -> Any:
+    return _conv(F.conv3d, *args, **kwargs)
