@@ -120,9 +120,11 @@ def encode(source: CodeSource, bits: int, numel: int) -> Coded:
         for a, b in reversed(_chunks(numel)):  # a stack: the first chunk goes on last
             coder.encode_reverse(source(a, b), model)
         words = coder.get_compressed().astype("<u4")
-    body = counts.astype("<u4").tobytes() + words.tobytes()
-    pad = max(0, min_blob_bytes(numel) - len(body))
-    return Coded(np.frombuffer(body + bytes(pad), np.uint8), int(words.size))
+    body = 4 * counts.size + 4 * words.size
+    blob = np.zeros(max(body, min_blob_bytes(numel)), np.uint8)  # zero padding after the body
+    blob[: 4 * counts.size] = counts.astype("<u4").view(np.uint8)
+    blob[4 * counts.size: body] = words.view(np.uint8)
+    return Coded(blob, int(words.size))
 
 
 def check_blob(nbytes: int, bits: int, numel: int, words: Any, where: str) -> None:

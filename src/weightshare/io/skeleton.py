@@ -139,8 +139,12 @@ def build_skeleton(meta: dict, infos: dict[str, TensorInfo], layout: Layout, pat
                                  "needs another transformers version") from None
 
     probe = build(params_on_meta=False)
-    check_fit(probe, model_slots(probe), wanted(layout, infos, meta["schemes"], ties), layout,
-              meta["schemes"], ties, path, dtypes=False)
+    try:
+        check_fit(probe, model_slots(probe), wanted(layout, infos, meta["schemes"], ties),
+                  layout, meta["schemes"], ties, path, dtypes=False)
+    except WeightShareError as e:
+        raise FormatError(f"{path}: the model its config builds does not fit its tensors "
+                          f"({str(e).split(';')[0][:200]}); the file is corrupt") from None
     computed = non_persistent_bytes(probe)
     if computed > max(MIN_BUFFER_BUDGET, file_bytes):
         raise FormatError(f"{path}: its model config makes the model compute {computed} bytes of "
