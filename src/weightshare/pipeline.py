@@ -121,8 +121,11 @@ def default_output(spec: str, bits: int) -> Path:
 
 def compress(spec: str = MINILM, config: ClusterConfig | None = None,
              output: str | Path | None = None, *, calibrate: bool | None = None,
-             measure: bool = True, progress: bool | None = None) -> dict[str, Any]:
+             measure: bool = True, progress: bool | None = None,
+             entropy: bool = False) -> dict[str, Any]:
     """Load a model, cluster it to codebooks, save it, measure it. Returns the summary.
+
+    ``entropy``: entropy-code the codes in the file (smaller; decoded exactly on loading).
 
     ``calibrate`` (default: when the model has a tokenizer) makes the clustering
     data-aware with the built-in calibration sentences, which are disjoint from the
@@ -149,7 +152,7 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
     t_cluster = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    save(lm.model, out, extra=provenance(lm))
+    save(lm.model, out, extra=provenance(lm), entropy=entropy)
     t_save = time.perf_counter() - t0
 
     after = inspect(lm.model)
@@ -168,6 +171,10 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
         "ratio": dense.dense_bytes / file_bytes,
         "clustered_tensors": len(clustered),
         "bits_per_weight": 8 * code_bytes / code_values if code_values else None,
+        "entropy": entropy,
+        "codes": {"count": after.codes.codes, "fixed_bytes": after.codes.fixed_bytes,
+                  "coded_bytes": after.codes.coded_bytes,
+                  "entropy_bytes": after.codes.entropy_bytes},
         "seconds": {"load": t_load, "cluster": t_cluster, "save": t_save},
         "fidelity": fidelity.score(lm.model) if fidelity else None,
     }

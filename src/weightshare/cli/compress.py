@@ -14,6 +14,16 @@ def _default(name: str):  # noqa: ANN202 - click option keyword arguments
             "help": field_help(ClusterConfig, name)}
 
 
+def _coded(r: dict) -> str:
+    c = r.get("codes") or {}
+    if not c.get("count") or c.get("coded_bytes") is None:
+        return ""
+    per = 8 / c["count"]  # bytes -> bits per code
+    return (f"\n         codes entropy-coded {per * c['coded_bytes']:.3f} bits/weight (Shannon "
+            f"limit {per * c['entropy_bytes']:.3f})"
+            + ("; the file stores them coded" if r.get("entropy") else ""))
+
+
 def _text(r: dict) -> str:
     s = r["seconds"]
     mib = 2**20
@@ -23,7 +33,7 @@ def _text(r: dict) -> str:
         f"size:    {r['dense_bytes'] / mib:.2f} MiB fp32 -> {r['file_bytes'] / mib:.2f} MiB "
         f"file ({r['ratio']:.2f}x smaller)",
         f"codes:   {r['clustered_tensors']} tensors at {r['bits_per_weight']:.3f} bits/weight "
-        "(codes + codebooks)",
+        "(codes + codebooks)" + _coded(r),
         f"time:    load {s['load']:.2f} s, cluster {s['cluster']:.2f} s, save {s['save']:.2f} s",
         fmt_fidelity(r["fidelity"]),
     ])
@@ -43,18 +53,20 @@ def _text(r: dict) -> str:
               help="Data-aware clustering: weight each value by its input's mean square, "
                    "measured on built-in calibration sentences (never the evaluation ones). "
                    "[default: on when the model has a tokenizer]")
+@click.option("--entropy", is_flag=True,
+              help="Entropy-code the codes in the file (smaller; decoded exactly on loading).")
 @click.option("--no-eval", is_flag=True, help="Skip the fidelity measurement.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Output file [default: MODEL-<bits>bit.safetensors].")
 @common_options
 def compress(model: str, bits: int, granularity: str, group_size: int, method: str, init: str,
              include: tuple[str, ...], exclude: tuple[str, ...], min_size: int,
-             calibrate: bool | None, no_eval: bool, output: str | None, as_json: bool,
-             quiet: bool) -> None:
+             calibrate: bool | None, entropy: bool, no_eval: bool, output: str | None,
+             as_json: bool, quiet: bool) -> None:
     """Cluster MODEL's weights to 2^bits shared values and save a weightshare file."""
     config = ClusterConfig(bits=bits, granularity=granularity, group_size=group_size,
                            method=method, init=init, include=include, exclude=exclude,
                            min_size=min_size)
     result = run(model, config, output, calibrate=calibrate, measure=not no_eval,
-                 progress=None if not quiet else False)
+                 progress=None if not quiet else False, entropy=entropy)
     emit(result, as_json, quiet, _text)
