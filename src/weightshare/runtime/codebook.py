@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..io.bitpack import pack_codes, unpack_codes
 from ..methods.codebook.config import group_size_for
 from ..methods.codebook.weight import CodebookWeight, codes_dtype
-from .kernels import SLACK, PackedRows, decode_rows, histogram
+from .kernels import PackedRows, decode_rows, histogram
 from .tensor import PackedTensor
 
 # rows decoded per step when the whole dense weight is wanted (materialize_, fallbacks)
@@ -102,16 +102,14 @@ class PackedCodebookWeight(SharedWeight):
 
     def packed_parts(self) -> dict[str, torch.Tensor]:
         """The codes as the file stores them (one stream, row-major over the dense shape)."""
-        body = self.codes[: self.rows * self.row_bytes]
-        if self.axis == 0 and (self.cols * self.bits) % 8 == 0:
-            return {"codes": body}
+        if self.axis == 0 and ((self.cols * self.bits) % 8 == 0 or self.rows == 1):
+            return {"codes": self.codes}
         return {"codes": pack_codes(self.parts()["codes"], self.bits)}
 
     def parts(self) -> dict[str, torch.Tensor]:
         """The codes unpacked, in the dense weight's shape (a copy: costs a byte per code)."""
         per_row = self.row_bytes * 8 // self.bits
-        flat = unpack_codes(self.codes[: self.rows * self.row_bytes], self.bits,
-                            self.rows * per_row, codes_dtype(self.bits))
+        flat = unpack_codes(self.codes, self.bits, self.rows * per_row, codes_dtype(self.bits))
         moved = [self.shape[self.axis]] + [d for i, d in enumerate(self.shape) if i != self.axis]
         rows = flat.reshape(self.rows, per_row)[:, : self.cols]
         return {"codes": rows.reshape(moved).movedim(0, self.axis).contiguous()}
@@ -169,6 +167,4 @@ def _rows_of(codes: torch.Tensor, bits: int) -> PackedRows:
     if padded != cols:
         codes = torch.cat([codes, codes.new_zeros(rows, padded - cols)], 1)
     row_bytes = PackedRows.row_bytes_for(padded, bits)
-    flat = torch.zeros(rows * row_bytes + SLACK, dtype=torch.uint8)
-    flat[: rows * row_bytes] = pack_codes(codes, bits)
-    return PackedRows(flat, rows, cols, bits, row_bytes)
+    return PackedRows(pack_codes(codes, bits), rows, cols, bits, row_bytes)

@@ -28,7 +28,6 @@ import torch
 
 from . import torch_kernels
 
-SLACK = 8  # spare bytes after the last row: compiled kernels read a little past a row
 _PARALLEL_MIN = 1 << 16  # codes below which one thread decodes (thread start-up costs more)
 _forced: str | None = None
 _numba: Any = None
@@ -80,7 +79,7 @@ def _threads(n_codes: int) -> bool:
 @dataclass(frozen=True)
 class PackedRows:
     """Codes as ``rows`` rows of ``cols`` codes of ``bits`` bits; row ``i`` starts at byte
-    ``i * row_bytes`` of ``flat`` (uint8, ``rows * row_bytes + SLACK`` bytes)."""
+    ``i * row_bytes`` of ``flat`` (uint8, ``rows * row_bytes`` bytes)."""
 
     flat: torch.Tensor
     rows: int
@@ -94,11 +93,13 @@ class PackedRows:
 
     @classmethod
     def from_stream(cls, stream: torch.Tensor, rows: int, cols: int, bits: int) -> PackedRows:
-        """From a stream of whole-byte rows (``cols * bits % 8 == 0`` or one row)."""
+        """Over a stream of whole-byte rows (``cols * bits % 8 == 0`` or one row): no copy."""
         row_bytes = cls.row_bytes_for(cols, bits)
-        flat = torch.zeros(rows * row_bytes + SLACK, dtype=torch.uint8)
-        flat[: rows * row_bytes] = stream.reshape(-1)[: rows * row_bytes]
-        return cls(flat, rows, cols, bits, row_bytes)
+        flat = stream.reshape(-1)
+        if flat.numel() != rows * row_bytes or flat.dtype != torch.uint8:
+            raise ValueError(f"{flat.numel()} bytes of {flat.dtype} for {rows} rows of "
+                             f"{row_bytes} bytes")
+        return cls(flat.contiguous(), rows, cols, bits, row_bytes)
 
     @property
     def nbytes(self) -> int:

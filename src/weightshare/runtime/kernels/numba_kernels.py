@@ -2,8 +2,7 @@
 
 Layout they read (``runtime.codebook``): the codes of a weight as ``rows`` rows of ``cols``
 codes, rows along the channel axis; row ``i`` is the LSB-first bit stream of its codes,
-starting at byte ``i * row_bytes`` of a flat uint8 buffer that has spare bytes at its end
-(kernels read up to two bytes past a row's last code). Row ``i`` uses codebook
+starting at byte ``i * row_bytes`` of a flat uint8 buffer. Row ``i`` uses codebook
 row ``i // group_size`` (float32, ``2**bits`` entries).
 
 Decoding is table lookup only, so decoded values are the codebook's bits exactly; the
@@ -19,16 +18,23 @@ from numba import njit, prange
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _code(flat, base, j, bits, mask):  # pragma: no cover - compiled
-    bit = j * bits
-    byte = base + (bit >> 3)
-    w = np.uint32(flat[byte]) | (np.uint32(flat[byte + 1]) << 8) | (np.uint32(flat[byte + 2]) << 16)
-    return (w >> (bit & 7)) & mask
+def _code(flat, n, bitpos, bits, mask):  # pragma: no cover - compiled
+    """The code starting at bit ``bitpos`` (never reads past byte n - 1)."""
+    byte = bitpos >> 3
+    shift = bitpos & 7
+    w = np.uint32(flat[byte])
+    if shift + bits > 8 and byte + 1 < n:
+        w |= np.uint32(flat[byte + 1]) << 8
+    if shift + bits > 16 and byte + 2 < n:
+        w |= np.uint32(flat[byte + 2]) << 16
+    return (w >> shift) & mask
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _decode_row(flat, base, c, bits, cols, o):  # pragma: no cover - compiled
-    if bits == 4:
+def _decode_row(flat, n, base, c, bits, cols, o):  # pragma: no cover - compiled
+    """o[j] = c[code j] for the row whose codes start at byte ``base``."""
+    mask = np.uint32((1 << bits) - 1)
+    if bits == 4:  # two codes per byte
         half = cols // 2
         for p in range(half):
             b = flat[base + p]
@@ -39,20 +45,21 @@ def _decode_row(flat, base, c, bits, cols, o):  # pragma: no cover - compiled
     elif bits == 8:
         for j in range(cols):
             o[j] = c[flat[base + j]]
-    elif bits == 2:
-        quarter = cols // 4
-        for p in range(quarter):
-            b = flat[base + p]
-            o[4 * p] = c[b & 3]
-            o[4 * p + 1] = c[(b >> 2) & 3]
-            o[4 * p + 2] = c[(b >> 4) & 3]
-            o[4 * p + 3] = c[b >> 6]
-        for j in range(4 * quarter, cols):
-            o[j] = c[_code(flat, base, j, 2, 3)]
+    elif bits < 8:  # eight codes fill exactly ``bits`` bytes: one 64-bit word per eight
+        groups = cols // 8
+        wmask = np.uint64(mask)
+        for g in range(groups):
+            at = base + g * bits
+            w = np.uint64(0)
+            for t in range(bits):
+                w |= np.uint64(flat[at + t]) << np.uint64(8 * t)
+            for k in range(8):
+                o[8 * g + k] = c[(w >> np.uint64(k * bits)) & wmask]
+        for j in range(8 * groups, cols):
+            o[j] = c[_code(flat, n, 8 * base + j * bits, bits, mask)]
     else:
-        mask = np.uint32((1 << bits) - 1)
         for j in range(cols):
-            o[j] = c[_code(flat, base, j, bits, mask)]
+            o[j] = c[_code(flat, n, 8 * base + j * bits, bits, mask)]
 
 
 @njit(cache=True, nogil=True)
@@ -61,7 +68,7 @@ def decode_rows(flat, row_bytes, cb, group_size, bits, r0, out):  # pragma: no c
     n, cols = out.shape
     for k in range(n):
         i = r0 + k
-        _decode_row(flat, i * row_bytes, cb[i // group_size], bits, cols, out[k])
+        _decode_row(flat, flat.shape[0], i * row_bytes, cb[i // group_size], bits, cols, out[k])
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -69,7 +76,7 @@ def decode_rows_par(flat, row_bytes, cb, group_size, bits, r0, out):  # pragma: 
     n, cols = out.shape
     for k in prange(n):
         i = r0 + k
-        _decode_row(flat, i * row_bytes, cb[i // group_size], bits, cols, out[k])
+        _decode_row(flat, flat.shape[0], i * row_bytes, cb[i // group_size], bits, cols, out[k])
 
 
 @njit(cache=True, nogil=True)
@@ -78,7 +85,7 @@ def gather_rows(flat, row_bytes, cb, group_size, bits, ids, out):  # pragma: no 
     cols = out.shape[1]
     for k in range(ids.shape[0]):
         i = ids[k]
-        _decode_row(flat, i * row_bytes, cb[i // group_size], bits, cols, out[k])
+        _decode_row(flat, flat.shape[0], i * row_bytes, cb[i // group_size], bits, cols, out[k])
 
 
 @njit(cache=True, nogil=True, parallel=True, fastmath=True)
@@ -89,7 +96,7 @@ def matvec_par(flat, row_bytes, cb, group_size, bits, x, y):  # pragma: no cover
     rows = y.shape[1]
     for i in prange(rows):
         w = np.empty(cols, np.float32)
-        _decode_row(flat, i * row_bytes, cb[i // group_size], bits, cols, w)
+        _decode_row(flat, flat.shape[0], i * row_bytes, cb[i // group_size], bits, cols, w)
         for m in range(m_rows):
             acc = np.float32(0.0)
             xm = x[m]
@@ -102,7 +109,8 @@ def matvec_par(flat, row_bytes, cb, group_size, bits, x, y):  # pragma: no cover
 def histogram(flat, row_bytes, bits, r0, r1, cols, counts):  # pragma: no cover
     """counts[v] += number of codes equal to v in rows r0..r1 (row padding not counted)."""
     mask = np.uint32((1 << bits) - 1)
+    n = flat.shape[0]
     for i in range(r0, r1):
-        base = i * row_bytes
+        base = 8 * i * row_bytes
         for j in range(cols):
-            counts[_code(flat, base, j, bits, mask)] += 1
+            counts[_code(flat, n, base + j * bits, bits, mask)] += 1
