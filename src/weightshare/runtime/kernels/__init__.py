@@ -28,7 +28,7 @@ import torch
 
 from . import torch_kernels
 
-_PARALLEL_MIN = 1 << 16  # codes below which one thread decodes (thread start-up costs more)
+_PARALLEL_MIN = 1 << 18  # codes below which one thread decodes (waking threads costs more)
 _forced: str | None = None
 _numba: Any = None
 
@@ -134,9 +134,9 @@ def gather_rows(p: PackedRows, cb: torch.Tensor, group_size: int, ids: torch.Ten
 def matvec(p: PackedRows, cb: torch.Tensor, group_size: int, x: torch.Tensor) -> torch.Tensor:
     """``x @ W.T`` for a few rows of x (numba only), codes decoded one row at a time."""
     y = torch.empty(x.shape[0], p.rows, dtype=torch.float32)
-    _threads(p.rows * p.cols)
-    _load_numba().matvec_par(p.np(), p.row_bytes, cb.numpy(), group_size, p.bits, x.numpy(),
-                             y.numpy())
+    nk = _load_numba()
+    fn = nk.matvec_par if _threads(p.rows * p.cols) else nk.matvec
+    fn(p.np(), p.row_bytes, cb.numpy(), group_size, p.bits, x.numpy(), y.numpy())
     return y
 
 

@@ -88,21 +88,32 @@ def gather_rows(flat, row_bytes, cb, group_size, bits, ids, out):  # pragma: no 
         _decode_row(flat, flat.shape[0], i * row_bytes, cb[i // group_size], bits, cols, out[k])
 
 
-@njit(cache=True, nogil=True, parallel=True, fastmath=True)
-def matvec_par(flat, row_bytes, cb, group_size, bits, x, y):  # pragma: no cover
+@njit(cache=True, nogil=True, inline="always", fastmath=True)
+def _matvec_row(flat, row_bytes, cb, group_size, bits, x, y, i, w):  # pragma: no cover
+    m_rows, cols = x.shape
+    _decode_row(flat, flat.shape[0], i * row_bytes, cb[i // group_size], bits, cols, w)
+    for m in range(m_rows):
+        acc = np.float32(0.0)
+        xm = x[m]
+        for j in range(cols):
+            acc += xm[j] * w[j]
+        y[m, i] = acc
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def matvec(flat, row_bytes, cb, group_size, bits, x, y):  # pragma: no cover
     """y[m, i] = sum_j x[m, j] * W[i, j] for a few rows m of x, codes decoded once per
     row of W into a small buffer (never the whole weight)."""
-    m_rows, cols = x.shape
-    rows = y.shape[1]
-    for i in prange(rows):
-        w = np.empty(cols, np.float32)
-        _decode_row(flat, flat.shape[0], i * row_bytes, cb[i // group_size], bits, cols, w)
-        for m in range(m_rows):
-            acc = np.float32(0.0)
-            xm = x[m]
-            for j in range(cols):
-                acc += xm[j] * w[j]
-            y[m, i] = acc
+    w = np.empty(x.shape[1], np.float32)
+    for i in range(y.shape[1]):
+        _matvec_row(flat, row_bytes, cb, group_size, bits, x, y, i, w)
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath=True)
+def matvec_par(flat, row_bytes, cb, group_size, bits, x, y):  # pragma: no cover
+    for i in prange(y.shape[1]):
+        w = np.empty(x.shape[1], np.float32)
+        _matvec_row(flat, row_bytes, cb, group_size, bits, x, y, i, w)
 
 
 @njit(cache=True, nogil=True)
