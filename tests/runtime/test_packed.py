@@ -14,7 +14,8 @@ from tests.zoo import TinyLM, tiny_bert
 from weightshare.methods.codebook.weight import attach_codebook
 from weightshare.runtime import PackedCodebookWeight, PackedTensor, kernels, ops, to_runtime_
 
-BACKENDS = ["numba", "torch"] if kernels._load_numba() is not None else ["torch"]
+BACKENDS = ["torch"] + (["numba"] if kernels._load_numba() is not None else []) + (
+    ["avx512"] if kernels._load_numba() is not None and kernels._load_avx512() else [])
 
 
 def cluster(module: nn.Module, bits: int, granularity: str = "per_tensor", group_size: int = 1,

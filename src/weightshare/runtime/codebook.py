@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..io.bitpack import pack_codes, unpack_codes
 from ..methods.codebook.config import group_size_for
 from ..methods.codebook.weight import CodebookWeight, codes_dtype
-from .kernels import PackedRows, decode_rows, histogram
+from .kernels import PackedRows, backend, decode_rows, histogram, table_for
 from .tensor import PackedTensor
 
 # rows decoded per step when the whole dense weight is wanted (materialize_, fallbacks)
@@ -59,10 +59,20 @@ class PackedCodebookWeight(SharedWeight):
         self.num_groups = self.shape[self.axis] // self.group_size
         self.rows, self.cols, self.row_bytes = rows.rows, rows.cols, rows.row_bytes
         self.register_buffer("codes", rows.flat)
+        self._table: tuple[tuple, Any] = ((), None)
 
     @property
     def packed(self) -> PackedRows:
         return PackedRows(self.codes, self.rows, self.cols, self.bits, self.row_bytes)
+
+    def kernel_table(self, codebook: torch.Tensor) -> Any:
+        """``kernels.table_for(codebook)``, kept while the codebook is unchanged."""
+        # (inference tensors cannot change outside inference mode: they have no version)
+        version = -1 if codebook.is_inference() else codebook._version
+        key = (codebook.data_ptr(), version, codebook.dtype, backend())
+        if self._table[0] != key:
+            self._table = (key, table_for(codebook))
+        return self._table[1]
 
     # -- the shared-weight protocol ----------------------------------------------------
 
@@ -130,8 +140,9 @@ class PackedCodebookWeight(SharedWeight):
         rows = torch.empty(self.rows, self.cols, dtype=codebook.dtype)
         step = max(1, _DENSE_STEP // max(1, self.cols))
         cb = codebook.detach().contiguous()
+        table = self.kernel_table(cb)
         for r0 in range(0, self.rows, step):
-            decode_rows(self.packed, cb, self.group_size, r0, rows[r0: r0 + step])
+            decode_rows(self.packed, cb, self.group_size, r0, rows[r0: r0 + step], table)
         moved = [self.shape[self.axis]] + [d for i, d in enumerate(self.shape) if i != self.axis]
         return rows.reshape(moved).movedim(0, self.axis).contiguous()
 

@@ -56,7 +56,8 @@ def _decoded(w: PackedTensor, r0: int, r1: int) -> torch.Tensor:
     """Rows r0..r1 of the weight (rows along its axis), decoded into the scratch buffer."""
     form = w.form
     tile = _scratch((r1 - r0) * form.cols, w.dtype).view(r1 - r0, form.cols)
-    decode_rows(form.packed, w.codebook.detach().contiguous(), form.group_size, r0, tile)
+    cb = w.codebook.detach()
+    decode_rows(form.packed, cb, form.group_size, r0, tile, form.kernel_table(cb))
     return tile
 
 
@@ -131,8 +132,8 @@ def embedding(input: torch.Tensor, weight: Any, padding_idx: int | None = None,
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= form.rows):
         raise IndexError("index out of range in self")
     out = torch.empty(ids.numel(), form.cols, dtype=weight.dtype)
-    gather_rows(form.packed, weight.codebook.detach().contiguous(), form.group_size,
-                        ids.contiguous(), out)
+    cb = weight.codebook.detach()
+    gather_rows(form.packed, cb, form.group_size, ids.contiguous(), out, form.kernel_table(cb))
     return out.reshape(*input.shape, form.cols)
 
 

@@ -1,8 +1,9 @@
 """Kernels over bit-packed codes: compiled with numba when it is installed (the
-``kernels`` extra), plain torch otherwise. Both give the same decoded values.
+``kernels`` extra; with AVX-512 lookups where the CPU has them), plain torch otherwise.
+All give the same decoded values.
 
-``WEIGHTSHARE_KERNELS=torch`` (or :func:`use`) forces the torch kernels, e.g. to compare.
-numba runs with as many threads as torch (``torch.get_num_threads()``).
+``WEIGHTSHARE_KERNELS=numba|torch`` (or :func:`use`) picks plainer kernels, e.g. to
+compare. All are single-threaded: the products run on torch's threads.
 
 Example:
     >>> import torch
@@ -24,29 +25,34 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import torch_kernels
 
-_PARALLEL_MIN = 1 << 18  # codes below which one thread decodes (waking threads costs more)
 _forced: str | None = None
 _numba: Any = None
+_avx512: Any = None
 
 
 def backend() -> str:
-    """``"numba"`` or ``"torch"``: which kernels run."""
-    want = _forced or os.environ.get("WEIGHTSHARE_KERNELS", "").strip().lower() or "numba"
-    if want == "numba" and _load_numba() is not None:
-        return "numba"
-    return "torch"
+    """``"avx512"``, ``"numba"`` or ``"torch"``: the best kernels that run here (numba with
+    AVX-512 lookups for 1- to 4-bit codes where the CPU has them)."""
+    want = _forced or os.environ.get("WEIGHTSHARE_KERNELS", "").strip().lower() or "avx512"
+    if want == "torch" or _load_numba() is None:
+        return "torch"
+    if want == "avx512" and _load_avx512() is not None:
+        return "avx512"
+    return "numba"
 
 
 @contextlib.contextmanager
 def use(name: str) -> Iterator[None]:
-    """Run the kernels of ``name`` (``"numba"`` or ``"torch"``) inside the block."""
+    """Run the kernels of ``name`` (``"avx512"``, ``"numba"`` or ``"torch"``, or the best
+    below it that runs here) inside the block."""
     global _forced
-    if name not in ("numba", "torch"):
-        raise ValueError(f"kernels are 'numba' or 'torch', got {name!r}")
+    if name not in ("avx512", "numba", "torch"):
+        raise ValueError(f"kernels are 'avx512', 'numba' or 'torch', got {name!r}")
     before, _forced = _forced, name
     try:
         yield
@@ -66,14 +72,18 @@ def _load_numba() -> Any:
     return _numba or None
 
 
-def _threads(n_codes: int) -> bool:
-    """Set numba's thread count to torch's; True when it is worth running in parallel."""
-    import numba
+def _load_avx512() -> Any:
+    global _avx512
+    if _avx512 is None:
+        _avx512 = False
+        try:
+            from . import avx512
 
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
-    if numba.get_num_threads() != threads:
-        numba.set_num_threads(threads)
-    return threads > 1 and n_codes >= _PARALLEL_MIN
+            if avx512.available():
+                _avx512 = avx512
+        except Exception:  # an llvmlite without the intrinsic, another CPU: portable kernels
+            _avx512 = False
+    return _avx512 or None
 
 
 @dataclass(frozen=True)
@@ -109,34 +119,64 @@ class PackedRows:
         return self.flat.numpy()
 
 
+def table_for(cb: torch.Tensor) -> np.ndarray | None:
+    """What the AVX-512 kernels look codes up in: the codebook padded to 16 entries per
+    group (None where they do not run). Cache it while the codebook is unchanged."""
+    if cb.dtype != torch.float32 or cb.shape[-1] > 16 or backend() != "avx512":
+        return None
+    return _load_avx512().padded_table(cb.numpy())
+
+
+def _fast(p: PackedRows, cb: torch.Tensor, table: np.ndarray | None) -> str:
+    """Which kernels decode ``p``: avx512 (needs ``table``), numba or torch."""
+    if cb.dtype != torch.float32:
+        return "torch"
+    kind = backend()
+    if kind == "avx512" and (p.bits > 4 or table is None):
+        return "numba"
+    return kind
+
+
 def decode_rows(p: PackedRows, cb: torch.Tensor, group_size: int, r0: int,
-                out: torch.Tensor) -> None:
+                out: torch.Tensor, table: np.ndarray | None = None) -> None:
     """``out[k] = `` the dense row ``r0 + k`` (out: (n, cols) of the codebook's dtype,
-    contiguous; compiled for float32 codebooks)."""
-    if backend() == "numba" and cb.dtype == torch.float32:
-        nk = _load_numba()
-        fn = nk.decode_rows_par if _threads(out.numel()) else nk.decode_rows
-        fn(p.np(), p.row_bytes, cb.numpy(), group_size, p.bits, r0, out.numpy())
+    contiguous; compiled for float32 codebooks). ``table``: :func:`table_for` the codebook."""
+    kind = _fast(p, cb, table)
+    if kind == "avx512":
+        _load_avx512().decode_rows(p.np(), p.row_bytes, cb.numpy(), table, group_size, p.bits,
+                                   r0, out.numpy())
+    elif kind == "numba":
+        _load_numba().decode_rows(p.np(), p.row_bytes, cb.numpy(), group_size, p.bits, r0,
+                                  out.numpy())
     else:
         torch_kernels.decode_rows(p.flat, p.row_bytes, cb, group_size, p.bits, r0, out)
 
 
 def gather_rows(p: PackedRows, cb: torch.Tensor, group_size: int, ids: torch.Tensor,
-                out: torch.Tensor) -> None:
+                out: torch.Tensor, table: np.ndarray | None = None) -> None:
     """``out[k] = `` the dense row ``ids[k]`` (ids: 1-D int64, already range-checked)."""
-    if backend() == "numba" and cb.dtype == torch.float32:
+    kind = _fast(p, cb, table)
+    if kind == "avx512":
+        _load_avx512().gather_rows(p.np(), p.row_bytes, cb.numpy(), table, group_size, p.bits,
+                                   ids.numpy(), out.numpy())
+    elif kind == "numba":
         _load_numba().gather_rows(p.np(), p.row_bytes, cb.numpy(), group_size, p.bits,
                                   ids.numpy(), out.numpy())
     else:
         torch_kernels.gather_rows(p.flat, p.row_bytes, cb, group_size, p.bits, ids, out, p.rows)
 
 
-def matvec(p: PackedRows, cb: torch.Tensor, group_size: int, x: torch.Tensor) -> torch.Tensor:
-    """``x @ W.T`` for a few rows of x (numba only), codes decoded one row at a time."""
+def matvec(p: PackedRows, cb: torch.Tensor, group_size: int, x: torch.Tensor,
+           table: np.ndarray | None = None) -> torch.Tensor:
+    """``x @ W.T`` for a few rows of x (compiled kernels only: float32), the codes of each
+    row of W decoded once into a small buffer."""
     y = torch.empty(x.shape[0], p.rows, dtype=torch.float32)
-    nk = _load_numba()
-    fn = nk.matvec_par if _threads(p.rows * p.cols) else nk.matvec
-    fn(p.np(), p.row_bytes, cb.numpy(), group_size, p.bits, x.numpy(), y.numpy())
+    if _fast(p, cb, table) == "avx512":
+        _load_avx512().matvec(p.np(), p.row_bytes, cb.numpy(), table, group_size, p.bits,
+                              x.numpy(), y.numpy())
+    else:
+        _load_numba().matvec(p.np(), p.row_bytes, cb.numpy(), group_size, p.bits, x.numpy(),
+                             y.numpy())
     return y
 
 
@@ -144,7 +184,7 @@ def histogram(p: PackedRows, r0: int = 0, r1: int | None = None) -> torch.Tensor
     """Counts of each code value over rows r0..r1 (default all; int64, ``2**bits``)."""
     r1 = p.rows if r1 is None else r1
     counts = torch.zeros(1 << p.bits, dtype=torch.int64)
-    if backend() == "numba":
+    if backend() != "torch":
         _load_numba().histogram(p.np(), p.row_bytes, p.bits, r0, r1, p.cols, counts.numpy())
     else:
         torch_kernels.histogram(p.flat, p.row_bytes, p.bits, r0, r1, p.cols, counts)

@@ -7,14 +7,15 @@ row ``i // group_size`` (float32, ``2**bits`` entries).
 
 Decoding is table lookup only, so decoded values are the codebook's bits exactly; the
 matrix-vector kernel sums in float32 in its own order (within float rounding of the
-dense product). Every kernel releases the GIL; the ``*_par`` versions split rows over
-numba's threads.
+dense product). Every kernel is single-threaded and releases the GIL: the layers'
+products run on torch's threads, and a second thread pool (numba's OpenMP) beside
+torch's would only make the two fight for the cores.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -71,14 +72,6 @@ def decode_rows(flat, row_bytes, cb, group_size, bits, r0, out):  # pragma: no c
         _decode_row(flat, flat.shape[0], i * row_bytes, cb[i // group_size], bits, cols, out[k])
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def decode_rows_par(flat, row_bytes, cb, group_size, bits, r0, out):  # pragma: no cover
-    n, cols = out.shape
-    for k in prange(n):
-        i = r0 + k
-        _decode_row(flat, flat.shape[0], i * row_bytes, cb[i // group_size], bits, cols, out[k])
-
-
 @njit(cache=True, nogil=True)
 def gather_rows(flat, row_bytes, cb, group_size, bits, ids, out):  # pragma: no cover
     """out[k, :] = row ids[k] decoded (an embedding lookup); ids already range-checked."""
@@ -88,32 +81,20 @@ def gather_rows(flat, row_bytes, cb, group_size, bits, ids, out):  # pragma: no 
         _decode_row(flat, flat.shape[0], i * row_bytes, cb[i // group_size], bits, cols, out[k])
 
 
-@njit(cache=True, nogil=True, inline="always", fastmath=True)
-def _matvec_row(flat, row_bytes, cb, group_size, bits, x, y, i, w):  # pragma: no cover
-    m_rows, cols = x.shape
-    _decode_row(flat, flat.shape[0], i * row_bytes, cb[i // group_size], bits, cols, w)
-    for m in range(m_rows):
-        acc = np.float32(0.0)
-        xm = x[m]
-        for j in range(cols):
-            acc += xm[j] * w[j]
-        y[m, i] = acc
-
-
 @njit(cache=True, nogil=True, fastmath=True)
 def matvec(flat, row_bytes, cb, group_size, bits, x, y):  # pragma: no cover
-    """y[m, i] = sum_j x[m, j] * W[i, j] for a few rows m of x, codes decoded once per
-    row of W into a small buffer (never the whole weight)."""
-    w = np.empty(x.shape[1], np.float32)
+    """y[m, i] = sum_j x[m, j] * W[i, j] for a few rows m of x, each row of W decoded once
+    into a small buffer (never the whole weight)."""
+    m_rows, cols = x.shape
+    w = np.empty(cols, np.float32)
     for i in range(y.shape[1]):
-        _matvec_row(flat, row_bytes, cb, group_size, bits, x, y, i, w)
-
-
-@njit(cache=True, nogil=True, parallel=True, fastmath=True)
-def matvec_par(flat, row_bytes, cb, group_size, bits, x, y):  # pragma: no cover
-    for i in prange(y.shape[1]):
-        w = np.empty(x.shape[1], np.float32)
-        _matvec_row(flat, row_bytes, cb, group_size, bits, x, y, i, w)
+        _decode_row(flat, flat.shape[0], i * row_bytes, cb[i // group_size], bits, cols, w)
+        for m in range(m_rows):
+            acc = np.float32(0.0)
+            xm = x[m]
+            for j in range(cols):
+                acc += xm[j] * w[j]
+            y[m, i] = acc
 
 
 @njit(cache=True, nogil=True)
