@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..io.bitpack import pack_codes, unpack_codes
 from ..methods.codebook.config import group_size_for
 from ..methods.codebook.weight import CodebookWeight, codes_dtype
-from .kernels import PackedRows, backend, decode_rows, histogram, table_for
+from .kernels import Decoder, PackedRows, backend, histogram
 from .tensor import PackedTensor
 
 # rows decoded per step when the whole dense weight is wanted (materialize_, fallbacks)
@@ -59,20 +59,21 @@ class PackedCodebookWeight(SharedWeight):
         self.num_groups = self.shape[self.axis] // self.group_size
         self.rows, self.cols, self.row_bytes = rows.rows, rows.cols, rows.row_bytes
         self.register_buffer("codes", rows.flat)
-        self._table: tuple[tuple, Any] = ((), None)
+        self._decoder: tuple[tuple, Any] = ((), None)
+        self._tensor: tuple[Any, Any] = (None, None)  # (codebook, its PackedTensor)
 
     @property
     def packed(self) -> PackedRows:
         return PackedRows(self.codes, self.rows, self.cols, self.bits, self.row_bytes)
 
-    def kernel_table(self, codebook: torch.Tensor) -> Any:
-        """``kernels.table_for(codebook)``, kept while the codebook is unchanged."""
+    def decoder(self, codebook: torch.Tensor) -> Decoder:
+        """The kernels bound to these codes and ``codebook``, kept while it is unchanged."""
         # (inference tensors cannot change outside inference mode: they have no version)
         version = -1 if codebook.is_inference() else codebook._version
-        key = (codebook.data_ptr(), version, codebook.dtype, backend())
-        if self._table[0] != key:
-            self._table = (key, table_for(codebook))
-        return self._table[1]
+        key = (codebook.data_ptr(), version, codebook.dtype, backend(), self.codes.data_ptr())
+        if self._decoder[0] != key:
+            self._decoder = (key, Decoder(self.packed, codebook, self.group_size))
+        return self._decoder[1]
 
     # -- the shared-weight protocol ----------------------------------------------------
 
@@ -125,7 +126,13 @@ class PackedCodebookWeight(SharedWeight):
         return {"codes": rows.reshape(moved).movedim(0, self.axis).contiguous()}
 
     def forward(self, codebook: torch.Tensor) -> torch.Tensor:
-        return PackedTensor(self, codebook)
+        if self._tensor[0] is not codebook:  # made once per codebook object: it is a view
+            self._tensor = (codebook, PackedTensor(self, codebook))
+        return self._tensor[1]
+
+    # a layer asks for its weight on every call: skip Module.__call__'s hook machinery
+    # (a parametrization has no hooks); the weight is a view, computing it is free
+    __call__ = forward
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
         pending = self.take_pending()
@@ -140,9 +147,9 @@ class PackedCodebookWeight(SharedWeight):
         rows = torch.empty(self.rows, self.cols, dtype=codebook.dtype)
         step = max(1, _DENSE_STEP // max(1, self.cols))
         cb = codebook.detach().contiguous()
-        table = self.kernel_table(cb)
+        decoder = self.decoder(cb)
         for r0 in range(0, self.rows, step):
-            decode_rows(self.packed, cb, self.group_size, r0, rows[r0: r0 + step], table)
+            decoder.decode(r0, rows[r0: r0 + step])
         moved = [self.shape[self.axis]] + [d for i, d in enumerate(self.shape) if i != self.axis]
         return rows.reshape(moved).movedim(0, self.axis).contiguous()
 

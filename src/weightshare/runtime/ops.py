@@ -20,7 +20,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .kernels import backend, decode_rows, gather_rows, matvec
 from .tensor import PackedTensor, implements
 
 TILE_ELEMS = 1 << 20  # values per decoded tile (4 MiB of float32)
@@ -44,20 +43,14 @@ def _scratch(n: int, dtype: torch.dtype) -> torch.Tensor:
     return buf[:n]
 
 
-def _usable(w: Any, *inputs: Any) -> bool:
-    """The compact path applies: a CPU weight and CPU inputs. (Gradients still reach the
-    inputs and bias: tiles are multiplied by torch; the codebook gets none here.)"""
-    if not isinstance(w, PackedTensor) or w.device.type != "cpu":
-        return False
-    return not any(isinstance(t, torch.Tensor) and t.device.type != "cpu" for t in inputs)
+def _cpu(*tensors: Any) -> bool:
+    return all(not isinstance(t, torch.Tensor) or t.device.type == "cpu" for t in tensors)
 
 
-def _decoded(w: PackedTensor, r0: int, r1: int) -> torch.Tensor:
+def _decoded(form: Any, codebook: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
     """Rows r0..r1 of the weight (rows along its axis), decoded into the scratch buffer."""
-    form = w.form
-    tile = _scratch((r1 - r0) * form.cols, w.dtype).view(r1 - r0, form.cols)
-    cb = w.codebook.detach()
-    decode_rows(form.packed, cb, form.group_size, r0, tile, form.kernel_table(cb))
+    tile = _scratch((r1 - r0) * form.cols, codebook.dtype).view(r1 - r0, form.cols)
+    form.decoder(codebook).decode(r0, tile)
     return tile
 
 
@@ -66,36 +59,35 @@ def _tile_rows(form: Any, multiple: int = 1) -> int:
     return max(multiple, rows // multiple * multiple)
 
 
-def linear_rows(w: PackedTensor, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def linear_rows(form: Any, codebook: torch.Tensor, x: torch.Tensor,
+                bias: torch.Tensor | None) -> torch.Tensor:
     """``x @ W.T + bias`` with W the weight's rows (rows along its axis) as a matrix."""
-    form = w.form
-    x2 = x.reshape(-1, form.cols)
-    if (x2.shape[0] <= MATVEC_MAX_ROWS and w.dtype == x.dtype == torch.float32
-            and backend() == "numba"
-            and not (torch.is_grad_enabled() and x.requires_grad)):
-        y = matvec(form.packed, w.codebook.detach().contiguous(), form.group_size,
-                           x2.contiguous())
-        if bias is not None:
+    x2 = x if x.dim() == 2 else x.reshape(-1, form.cols)
+    y = None
+    if x2.shape[0] <= MATVEC_MAX_ROWS and not (torch.is_grad_enabled() and x.requires_grad):
+        y = form.decoder(codebook).matvec(x2.contiguous())
+        if y is not None and bias is not None:
             y += bias
-    else:
+    if y is None:
         step = _tile_rows(form)
         if step >= form.rows:
-            y = F.linear(x2, _decoded(w, 0, form.rows), bias)
+            y = F.linear(x2, _decoded(form, codebook, 0, form.rows), bias)
         else:
             y = torch.empty(x2.shape[0], form.rows, dtype=x2.dtype)
             for r0 in range(0, form.rows, step):
                 r1 = min(form.rows, r0 + step)
-                y[:, r0:r1] = F.linear(x2, _decoded(w, r0, r1),
+                y[:, r0:r1] = F.linear(x2, _decoded(form, codebook, r0, r1),
                                        None if bias is None else bias[r0:r1])
-    return y.reshape(*x.shape[:-1], form.rows)
+    return y if x.dim() == 2 else y.reshape(*x.shape[:-1], form.rows)
 
 
 @implements(F.linear)
 def linear(input: torch.Tensor, weight: Any, bias: torch.Tensor | None = None) -> Any:
-    if not _usable(weight, input, bias) or weight.form.axis != 0 or weight.dim() != 2 \
-            or input.shape[-1] != weight.shape[1] or input.dtype != weight.dtype:
+    form, codebook = weight.form, weight.codebook
+    if form.axis != 0 or len(form.shape) != 2 or input.shape[-1] != form.cols \
+            or input.dtype != codebook.dtype or not _cpu(input, bias, codebook):
         return NotImplemented
-    return linear_rows(weight, input, bias)
+    return linear_rows(form, codebook, input, bias)
 
 
 @implements(torch.addmm)
@@ -103,20 +95,26 @@ def addmm(input: torch.Tensor, mat1: torch.Tensor, mat2: Any, *, beta: float = 1
           alpha: float = 1, out: Any = None) -> Any:
     """``input + mat1 @ mat2`` with mat2 stored (in, out) and codebooks per output column
     (transformers' Conv1D): its rows are the columns of mat2."""
-    if out is not None or beta != 1 or alpha != 1 or not _usable(mat2, input, mat1) \
-            or mat2.form.axis != 1 or mat2.dim() != 2 or mat1.dim() != 2 \
-            or mat1.shape[1] != mat2.shape[0] or mat1.dtype != mat2.dtype:
+    if out is not None or beta != 1 or alpha != 1 or not isinstance(mat2, PackedTensor):
         return NotImplemented
-    return linear_rows(mat2, mat1, None) + input
+    form, codebook = mat2.form, mat2.codebook
+    if form.axis != 1 or len(form.shape) != 2 or mat1.dim() != 2 \
+            or mat1.shape[1] != form.shape[0] or mat1.dtype != codebook.dtype \
+            or not _cpu(input, mat1, codebook):
+        return NotImplemented
+    return linear_rows(form, codebook, mat1, None) + input
 
 
 @implements(torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__)
 def matmul(a: torch.Tensor, b: Any, *, out: Any = None) -> Any:
-    if out is not None or not _usable(b, a) or not isinstance(a, torch.Tensor) \
-            or isinstance(a, PackedTensor) or b.form.axis != 1 or b.dim() != 2 \
-            or a.dim() < 1 or a.shape[-1] != b.shape[0] or a.dtype != b.dtype:
+    if out is not None or not isinstance(b, PackedTensor) or isinstance(a, PackedTensor) \
+            or not isinstance(a, torch.Tensor):
         return NotImplemented
-    return linear_rows(b, a, None)
+    form, codebook = b.form, b.codebook
+    if form.axis != 1 or len(form.shape) != 2 or a.dim() < 1 \
+            or a.shape[-1] != form.shape[0] or a.dtype != codebook.dtype or not _cpu(a, codebook):
+        return NotImplemented
+    return linear_rows(form, codebook, a, None)
 
 
 @implements(F.embedding)
@@ -124,28 +122,32 @@ def embedding(input: torch.Tensor, weight: Any, padding_idx: int | None = None,
               max_norm: float | None = None, norm_type: float = 2.0,
               scale_grad_by_freq: bool = False, sparse: bool = False) -> Any:
     """Only the rows asked for are decoded (padding_idx changes gradients only)."""
-    if max_norm is not None or not _usable(weight) or weight.form.axis != 0 \
-            or weight.dim() != 2 or input.dtype not in (torch.int64, torch.int32):
+    if max_norm is not None or not isinstance(weight, PackedTensor):
         return NotImplemented
-    form = weight.form
+    form, codebook = weight.form, weight.codebook
+    if form.axis != 0 or len(form.shape) != 2 or input.dtype not in (torch.int64, torch.int32) \
+            or not _cpu(input, codebook):
+        return NotImplemented
     ids = input.reshape(-1).long()
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= form.rows):
         raise IndexError("index out of range in self")
-    out = torch.empty(ids.numel(), form.cols, dtype=weight.dtype)
-    cb = weight.codebook.detach()
-    gather_rows(form.packed, cb, form.group_size, ids.contiguous(), out, form.kernel_table(cb))
+    out = torch.empty(ids.numel(), form.cols, dtype=codebook.dtype)
+    form.decoder(codebook).gather(ids.contiguous(), out)
     return out.reshape(*input.shape, form.cols)
 
 
 def _conv(fn: Any, input: torch.Tensor, weight: Any, bias: torch.Tensor | None = None,
           stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Any:
-    if not _usable(weight, input, bias) or weight.form.axis != 0 or input.dtype != weight.dtype:
+    if not isinstance(weight, PackedTensor):
         return NotImplemented
-    form, shape = weight.form, tuple(weight.shape)
+    form, codebook = weight.form, weight.codebook
+    shape = form.shape
+    if form.axis != 0 or input.dtype != codebook.dtype or not _cpu(input, bias, codebook):
+        return NotImplemented
     per_group = form.rows // groups  # output channels per group: tiles hold whole groups
     step = _tile_rows(form, per_group)
     if step >= form.rows:
-        tile = _decoded(weight, 0, form.rows).view(shape)
+        tile = _decoded(form, codebook, 0, form.rows).view(shape)
         return fn(input, tile, bias, stride, padding, dilation, groups)
     in_per_group = shape[1]
     channels = input.dim() - (len(shape) - 1)  # 1 for a batch, 0 for one unbatched input
@@ -155,7 +157,7 @@ def _conv(fn: Any, input: torch.Tensor, weight: Any, bias: torch.Tensor | None =
         g0, g1 = r0 // per_group, r1 // per_group
         x = input if groups == 1 else input.narrow(channels, g0 * in_per_group,
                                                    (g1 - g0) * in_per_group)
-        tile = _decoded(weight, r0, r1).view(r1 - r0, *shape[1:])
+        tile = _decoded(form, codebook, r0, r1).view(r1 - r0, *shape[1:])
         outs.append(fn(x, tile, None if bias is None else bias[r0:r1], stride, padding,
                        dilation, g1 - g0))
     return torch.cat(outs, channels)

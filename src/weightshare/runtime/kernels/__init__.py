@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from . import torch_kernels
@@ -33,17 +32,23 @@ from . import torch_kernels
 _forced: str | None = None
 _numba: Any = None
 _avx512: Any = None
+_resolved: dict[str, str] = {}  # wanted -> what runs (layers ask on every call: kept)
 
 
 def backend() -> str:
     """``"avx512"``, ``"numba"`` or ``"torch"``: the best kernels that run here (numba with
     AVX-512 lookups for 1- to 4-bit codes where the CPU has them)."""
     want = _forced or os.environ.get("WEIGHTSHARE_KERNELS", "").strip().lower() or "avx512"
-    if want == "torch" or _load_numba() is None:
-        return "torch"
-    if want == "avx512" and _load_avx512() is not None:
-        return "avx512"
-    return "numba"
+    found = _resolved.get(want)
+    if found is None:
+        if want == "torch" or _load_numba() is None:
+            found = "torch"
+        elif want == "avx512" and _load_avx512() is not None:
+            found = "avx512"
+        else:
+            found = "numba"
+        _resolved[want] = found
+    return found
 
 
 @contextlib.contextmanager
@@ -119,65 +124,72 @@ class PackedRows:
         return self.flat.numpy()
 
 
-def table_for(cb: torch.Tensor) -> np.ndarray | None:
-    """What the AVX-512 kernels look codes up in: the codebook padded to 16 entries per
-    group (None where they do not run). Cache it while the codebook is unchanged."""
-    if cb.dtype != torch.float32 or cb.shape[-1] > 16 or backend() != "avx512":
-        return None
-    return _load_avx512().padded_table(cb.numpy())
+class Decoder:
+    """The kernels bound to one packed weight and one state of its codebook: the numpy
+    views and the padded lookup table are made once, not per call (a layer calls these
+    once per forward; the fixed cost per call is what batch-1 latency is made of).
 
+    ``kind``: ``"avx512"`` (1- to 4-bit codes, float32 codebook, CPU with AVX-512),
+    ``"numba"`` (float32 codebooks) or ``"torch"``.
+    """
 
-def _fast(p: PackedRows, cb: torch.Tensor, table: np.ndarray | None) -> str:
-    """Which kernels decode ``p``: avx512 (needs ``table``), numba or torch."""
-    if cb.dtype != torch.float32:
-        return "torch"
-    kind = backend()
-    if kind == "avx512" and (p.bits > 4 or table is None):
-        return "numba"
-    return kind
+    def __init__(self, p: PackedRows, cb: torch.Tensor, group_size: int) -> None:
+        self.p, self.cb, self.group_size = p, cb.detach(), group_size
+        kind = backend() if cb.dtype == torch.float32 else "torch"
+        if kind == "avx512" and (p.bits > 4 or cb.shape[-1] > 16):
+            kind = "numba"
+        self.kind = kind
+        if kind != "torch":
+            self.cb = self.cb.contiguous()
+            self._flat, self._cb = p.flat.numpy(), self.cb.numpy()
+        self._table = _load_avx512().padded_table(self._cb) if kind == "avx512" else None
+
+    def decode(self, r0: int, out: torch.Tensor) -> None:
+        """``out[k] = `` the dense row ``r0 + k`` (out: (n, cols), contiguous)."""
+        p = self.p
+        if self.kind == "avx512":
+            _avx512.decode_rows(self._flat, p.row_bytes, self._cb, self._table,
+                                self.group_size, p.bits, r0, out.numpy())
+        elif self.kind == "numba":
+            _numba.decode_rows(self._flat, p.row_bytes, self._cb, self.group_size, p.bits, r0,
+                               out.numpy())
+        else:
+            torch_kernels.decode_rows(p.flat, p.row_bytes, self.cb, self.group_size, p.bits,
+                                      r0, out)
+
+    def gather(self, ids: torch.Tensor, out: torch.Tensor) -> None:
+        """``out[k] = `` the dense row ``ids[k]`` (ids: 1-D int64, already range-checked)."""
+        p = self.p
+        if self.kind == "avx512":
+            _avx512.gather_rows(self._flat, p.row_bytes, self._cb, self._table,
+                                self.group_size, p.bits, ids.numpy(), out.numpy())
+        elif self.kind == "numba":
+            _numba.gather_rows(self._flat, p.row_bytes, self._cb, self.group_size, p.bits,
+                               ids.numpy(), out.numpy())
+        else:
+            torch_kernels.gather_rows(p.flat, p.row_bytes, self.cb, self.group_size, p.bits,
+                                      ids, out, p.rows)
+
+    def matvec(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``x @ W.T`` for a few rows of x (float32, contiguous) with each row of W decoded
+        once into a small buffer; None where only torch kernels run."""
+        if self.kind == "torch":
+            return None
+        p = self.p
+        y = torch.empty(x.shape[0], p.rows, dtype=torch.float32)
+        if self.kind == "avx512":
+            _avx512.matvec(self._flat, p.row_bytes, self._cb, self._table, self.group_size,
+                           p.bits, x.numpy(), y.numpy())
+        else:
+            _numba.matvec(self._flat, p.row_bytes, self._cb, self.group_size, p.bits,
+                          x.numpy(), y.numpy())
+        return y
 
 
 def decode_rows(p: PackedRows, cb: torch.Tensor, group_size: int, r0: int,
-                out: torch.Tensor, table: np.ndarray | None = None) -> None:
-    """``out[k] = `` the dense row ``r0 + k`` (out: (n, cols) of the codebook's dtype,
-    contiguous; compiled for float32 codebooks). ``table``: :func:`table_for` the codebook."""
-    kind = _fast(p, cb, table)
-    if kind == "avx512":
-        _load_avx512().decode_rows(p.np(), p.row_bytes, cb.numpy(), table, group_size, p.bits,
-                                   r0, out.numpy())
-    elif kind == "numba":
-        _load_numba().decode_rows(p.np(), p.row_bytes, cb.numpy(), group_size, p.bits, r0,
-                                  out.numpy())
-    else:
-        torch_kernels.decode_rows(p.flat, p.row_bytes, cb, group_size, p.bits, r0, out)
-
-
-def gather_rows(p: PackedRows, cb: torch.Tensor, group_size: int, ids: torch.Tensor,
-                out: torch.Tensor, table: np.ndarray | None = None) -> None:
-    """``out[k] = `` the dense row ``ids[k]`` (ids: 1-D int64, already range-checked)."""
-    kind = _fast(p, cb, table)
-    if kind == "avx512":
-        _load_avx512().gather_rows(p.np(), p.row_bytes, cb.numpy(), table, group_size, p.bits,
-                                   ids.numpy(), out.numpy())
-    elif kind == "numba":
-        _load_numba().gather_rows(p.np(), p.row_bytes, cb.numpy(), group_size, p.bits,
-                                  ids.numpy(), out.numpy())
-    else:
-        torch_kernels.gather_rows(p.flat, p.row_bytes, cb, group_size, p.bits, ids, out, p.rows)
-
-
-def matvec(p: PackedRows, cb: torch.Tensor, group_size: int, x: torch.Tensor,
-           table: np.ndarray | None = None) -> torch.Tensor:
-    """``x @ W.T`` for a few rows of x (compiled kernels only: float32), the codes of each
-    row of W decoded once into a small buffer."""
-    y = torch.empty(x.shape[0], p.rows, dtype=torch.float32)
-    if _fast(p, cb, table) == "avx512":
-        _load_avx512().matvec(p.np(), p.row_bytes, cb.numpy(), table, group_size, p.bits,
-                              x.numpy(), y.numpy())
-    else:
-        _load_numba().matvec(p.np(), p.row_bytes, cb.numpy(), group_size, p.bits, x.numpy(),
-                             y.numpy())
-    return y
+                out: torch.Tensor) -> None:
+    """``out[k] = `` the dense row ``r0 + k`` (out: (n, cols) of the codebook's dtype)."""
+    Decoder(p, cb, group_size).decode(r0, out)
 
 
 def histogram(p: PackedRows, r0: int = 0, r1: int | None = None) -> torch.Tensor:
