@@ -141,7 +141,10 @@ def main() -> None:
         by_mutation.update(d["by_mutation"])
         for k, v in d["worst"].items():
             worst[k] = max(worst.get(k, 0), v)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
     summary = {"command": " ".join(["python -m tests.fuzz.run"] + sys.argv[1:]),
+               "commit": commit,
                "loads": sum(counts.values()), "workers": a.workers, "seed": a.seed,
                "wall_seconds": round(time.time() - t0, 1), "verdicts": dict(counts),
                "by_mutation": dict(sorted(by_mutation.items())), "worst": worst,
