@@ -31,8 +31,11 @@ from .train.distill import distill_
 MINILM = "minilm"
 
 
-def open_model(spec: str = MINILM) -> LoadedModel:
+def open_model(spec: str = MINILM, runtime: str = "train") -> LoadedModel:
     """A transformers directory or hub id, a weightshare file, or ``minilm`` (the default).
+
+    ``runtime``: the form a weightshare file's shared weights take (``weightshare.load``):
+    ``"train"`` to change or fine-tune it, ``"packed"`` to run it.
 
     Example:
         >>> lm = open_model("minilm")  # doctest: +SKIP
@@ -45,7 +48,7 @@ def open_model(spec: str = MINILM) -> LoadedModel:
     if path.is_file():
         meta = read_metadata(path)
         extra = meta.get("extra") or {}
-        model = load(path)
+        model = load(path, runtime=runtime)
         base = extra.get("base")
         return LoadedModel(model=model, tokenizer=_tokenizer_for(base), kind=extra.get(
             "kind", "torch"), name=str(path), source_dir=None)
@@ -183,7 +186,7 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
 def evaluate(path: str | Path, reference: str = MINILM) -> dict[str, Any]:
     """Fidelity of a saved file against the model it came from (held-out inputs)."""
     ref = open_model(reference)
-    cand = open_model(str(path))
+    cand = open_model(str(path), runtime="packed")  # inference only: codes stay packed
     if ref.tokenizer is not None and cand.tokenizer is None:
         cand.tokenizer = ref.tokenizer
     fid = Fidelity(ref)

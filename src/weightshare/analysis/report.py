@@ -205,7 +205,9 @@ def _shared_row(rep: Report, seen: dict, fqn: str, weight: SharedWeight,
         return
     seen[key] = fqn
     specs = cls.part_specs(scheme)
-    own = weight.parts()
+    own = weight.packed_parts()  # (a packed form: no unpacked copy of its codes)
+    if not set(own) >= set(specs) - {weight.original_part}:
+        own = {**weight.parts(), **own}
     stored, borrowed = 0, []
     for part, spec in specs.items():
         t = original if part == weight.original_part else own[part]
