@@ -114,6 +114,8 @@ def main() -> None:
         worker(a.worker, a.count, a.corpus, a.timeout, a.keep)
         return
     a.keep.mkdir(parents=True, exist_ok=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
     corpus = Path(tempfile.mkdtemp(prefix="fuzz-corpus-"))
     per = -(-a.loads // a.workers)
     t0 = time.time()
@@ -141,8 +143,6 @@ def main() -> None:
         by_mutation.update(d["by_mutation"])
         for k, v in d["worst"].items():
             worst[k] = max(worst.get(k, 0), v)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
     summary = {"command": " ".join(["python -m tests.fuzz.run"] + sys.argv[1:]),
                "commit": commit,
                "loads": sum(counts.values()), "workers": a.workers, "seed": a.seed,

@@ -4,7 +4,8 @@ A hostile file may record any config: a million layers, a vocabulary of 10^12 to
 the config is checked and the model is built twice, never holding a weight:
 
 1. its integers must be plausible (|n| < 2**31; fields counting layers at most the
-   number of names the file fills);
+   number of names the file fills) and every value must have the type of the config
+   class's default for it;
 2. a *probe* is built entirely on the meta device (no memory, no initialisation) under a
    budget: building stops as soon as it registers more tensors than the file could fill.
    The probe must then fit the file, name by name and shape by shape, and the buffers it
@@ -103,6 +104,34 @@ def check_config(config: Any, limit_layers: int, where: str) -> None:
     walk(config, "config", 0)
 
 
+def _same_type(value: Any, default: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def check_types(config: dict, where: str) -> None:
+    """FormatError unless every value of ``config`` has the JSON type of the config class's
+    default for it (a forged ``"output_hidden_states": "yes"`` loads, then breaks at run
+    time). Keys without a default, or with a null one, may hold anything."""
+    from transformers import AutoConfig
+
+    try:
+        defaults = AutoConfig.for_model(config["model_type"]).to_dict()
+    except Exception as e:  # an unknown model_type
+        raise ModelLoadError(f"{where}: transformers has no model type "
+                             f"{quote(config['model_type'])} ({str(e)[:80]}); the file is "
+                             "corrupt or needs another transformers version") from None
+    for key, value in config.items():
+        default = defaults.get(key)
+        if default is not None and value is not None and not _same_type(value, default):
+            raise FormatError(f"{where}: model config {quote(key)} is {str(value)[:40]!r}, not "
+                              f"a {type(default).__name__} like its default; the file is "
+                              "corrupt")
+
+
 def build_skeleton(meta: dict, infos: dict[str, TensorInfo], layout: Layout, path: str,
                    file_bytes: int) -> nn.Module:
     """The model a transformers file was saved from: parameters on the meta device (the
@@ -120,6 +149,7 @@ def build_skeleton(meta: dict, infos: dict[str, TensorInfo], layout: Layout, pat
     except ImportError as e:
         raise ModelLoadError(f"cannot rebuild {entry['class']} ({e}); install weightshare[hf] or "
                              "pass model= the skeleton to load into") from None
+    check_types(entry["config"], path)
     # registrations: every name at most a few times (a tied head registers its own weight
     # before tie_weights replaces it), plus computed buffers
     limit = 4 * names + 256
