@@ -127,9 +127,9 @@ def check_types(config: dict, where: str) -> None:
     for key, value in config.items():
         default = defaults.get(key)
         if default is not None and value is not None and not _same_type(value, default):
-            raise FormatError(f"{where}: model config {quote(key)} is {str(value)[:40]!r}, not "
-                              f"a {type(default).__name__} like its default; the file is "
-                              "corrupt")
+            raise FormatError(f"{where}: model config {quote(key)} is {str(value)[:40]!r}, of "
+                              f"another type than its default ({type(default).__name__}); the "
+                              "file is corrupt")
 
 
 def build_skeleton(meta: dict, infos: dict[str, TensorInfo], layout: Layout, path: str,
