@@ -215,3 +215,48 @@ def test_dtype_of_a_given_skeleton_is_checked(tmp_path):
     with pytest.raises(FormatError, match="float16 in .* but torch.float32 in the model"):
         ws.load(path, nn.Sequential(nn.Linear(4, 4)))
     assert ws.load(path, nn.Sequential(nn.Linear(4, 4)).half())[0].weight.dtype == torch.float16
+
+
+def _flip_data(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[data_range(path)[len(data_range(path)) // 2]] ^= 0x10
+    path.write_bytes(bytes(raw))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-7])
+
+
+def _huge_shape(path: Path) -> None:
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    header["0.weight.codes"]["shape"] = [2**40]
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + n:])
+
+
+def _huge_scheme(path: Path) -> None:
+    forge(path, lambda m: m["schemes"]["0.weight"].update(shape=[2**20, 2**20], group_size=2**20))
+
+
+@pytest.mark.parametrize("damage,match", [
+    (_flip_data, "does not match its checksum"), (_truncate, "truncated|tile|stray|starts at"),
+    (_huge_shape, "0.weight.codes"), (_huge_scheme, "must be U8"),
+    (lambda p: forge(p, lambda m: m["ties"].update({"2.weight": "2.bias", "2.bias": "2.weight"})),
+     "itself an alias"),
+    (lambda p: forge(p, lambda m: m.update(format_version=99)), "format_version 99")])
+def test_hostile_files_fail_clearly_fast_and_in_bounded_memory(tmp_path, damage, match):
+    path = ws.save(tiny(), tmp_path / "m.safetensors")
+    damage(path)
+    skeleton = tiny(seed=1)
+    before = snapshot(skeleton)
+
+    def load() -> None:
+        with pytest.raises(WeightShareError, match=match) as info:
+            ws.load(path, skeleton)
+        assert "\n" not in str(info.value)
+
+    grown, seconds = peak_rss_growth(load)
+    assert grown < 50 and seconds < 1, (grown, seconds)
+    assert same(snapshot(skeleton), before)
