@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._device import _device_constructors
 
 from ..errors import FormatError, ModelLoadError, WeightShareError
 from .fit import check_fit, model_slots, names_filled, non_persistent_bytes, wanted
@@ -33,6 +35,7 @@ from .schema import Layout
 MAX_CONFIG_INT = 2**31
 MAX_CONFIG_DEPTH = 32
 MIN_BUFFER_BUDGET = 16 * 2**20  # computed buffers may take this much, or the file's size
+_FACTORIES = _device_constructors()
 
 
 class _Budget:
@@ -74,6 +77,28 @@ def _patched(budget: _Budget, params_on_meta: bool) -> Iterator[None]:
     finally:
         nn.Module.register_parameter = reg_param  # type: ignore[method-assign]
         nn.Module.register_buffer = reg_buffer  # type: ignore[method-assign]
+
+
+SMALL = 64 * 1024  # bytes: tensors this small are made for real while building (see below)
+
+
+class _LargeOnMeta(TorchFunctionMode):
+    """While building the skeleton, every tensor factory (torch.empty, zeros, arange, ...)
+    makes tensors of SMALL bytes or more on the meta device, smaller ones for real.
+
+    Parameters are large and the file replaces them anyway; the buffers a model computes
+    itself (position ids) are small and real. Why not make parameters for real and drop
+    them: allocating and freeing multi-megabyte blocks raises glibc's dynamic mmap
+    threshold, after which a model's activations come from the heap and fragment it (a
+    packed model's peak memory grew by 150 MB more than its weights that way)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        if func in _FACTORIES and kwargs.get("device") is None:
+            probe = func(*args, **{**kwargs, "device": "meta"})
+            if isinstance(probe, torch.Tensor) and probe.numel() * probe.element_size() >= SMALL:
+                return probe
+        return func(*args, **kwargs)
 
 
 def check_config(config: Any, limit_layers: int, where: str) -> None:
@@ -158,7 +183,9 @@ def build_skeleton(meta: dict, infos: dict[str, TensorInfo], layout: Layout, pat
         try:
             with _patched(_Budget(limit, path), params_on_meta):
                 if params_on_meta:
-                    return model_from_config(entry["class"], entry["config"], skeleton=True)
+                    with _LargeOnMeta():
+                        return model_from_config(entry["class"], entry["config"],
+                                                 skeleton=True)
                 with torch.device("meta"):
                     return model_from_config(entry["class"], entry["config"], skeleton=True)
         except WeightShareError:

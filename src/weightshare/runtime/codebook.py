@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..io.bitpack import pack_codes, unpack_codes
 from ..methods.codebook.config import group_size_for
 from ..methods.codebook.weight import CodebookWeight, codes_dtype
-from .kernels import Decoder, PackedRows, backend, histogram
+from .kernels import Decoder, PackedRows, backend, histogram, warm_up
 from .tensor import PackedTensor
 
 # rows decoded per step when the whole dense weight is wanted (materialize_, fallbacks)
@@ -65,6 +65,18 @@ class PackedCodebookWeight(SharedWeight):
     @property
     def packed(self) -> PackedRows:
         return PackedRows(self.codes, self.rows, self.cols, self.bits, self.row_bytes)
+
+    def _ready(self, codebook: torch.Tensor) -> None:
+        """Make the long-lived objects a forward pass needs (the weight's view, its decoder,
+        the compiled kernels) while the model is loaded, not during its first forward pass:
+        objects made between a pass's activations pin the top of the heap, and the
+        activations of every later layer would go above them (the peak memory of a first
+        pass through BERT-base grew by 150 MB that way)."""
+        if codebook.is_meta:
+            return
+        warm_up()
+        self.forward(codebook)
+        self.decoder(codebook)
 
     def decoder(self, codebook: torch.Tensor) -> Decoder:
         """The kernels bound to these codes and ``codebook``, kept while it is unchanged."""
@@ -136,7 +148,8 @@ class PackedCodebookWeight(SharedWeight):
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
         pending = self.take_pending()
-        if pending is not None:
+        if pending is not None:  # attached to its module: ready everything now (see below)
+            self._ready(pending)
             return pending
         raise ConfigError("a packed weight is read-only; convert the model to its training form "
                           "first: weightshare.runtime.to_runtime_(model, 'train')")

@@ -28,18 +28,20 @@ MATVEC_MAX_ROWS = 4  # input rows up to which the compiled matrix-vector kernel 
 _local = threading.local()
 
 
-def _scratch(n: int, dtype: torch.dtype) -> torch.Tensor:
-    """A reused buffer of ``n`` values (one per thread and dtype): tiles never allocate.
+def _scratch(n: int, dtype: torch.dtype, slot: int = 0) -> torch.Tensor:
+    """A reused buffer of ``n`` values (one per thread, dtype and slot): tiles never
+    allocate. (Not only for speed: short-lived multi-megabyte temporaries between the
+    model's own activations fragment the heap, and the process's memory creeps up.)
 
     When autograd records the product (an input that wants a gradient), the tile is saved
     for the backward pass and must not be overwritten: then a fresh buffer."""
     if torch.is_grad_enabled():
         return torch.empty(n, dtype=dtype)
     bufs = _local.__dict__.setdefault("bufs", {})
-    buf = bufs.get(dtype)
+    buf = bufs.get((dtype, slot))
     if buf is None or buf.numel() < n:
         with torch.inference_mode(False):  # a normal tensor: writable in and out of it
-            buf = bufs[dtype] = torch.empty(max(n, TILE_ELEMS), dtype=dtype)
+            buf = bufs[(dtype, slot)] = torch.empty(max(n, TILE_ELEMS), dtype=dtype)
     return buf[:n]
 
 
@@ -73,11 +75,17 @@ def linear_rows(form: Any, codebook: torch.Tensor, x: torch.Tensor,
         if step >= form.rows:
             y = F.linear(x2, _decoded(form, codebook, 0, form.rows), bias)
         else:
-            y = torch.empty(x2.shape[0], form.rows, dtype=x2.dtype)
+            m = x2.shape[0]
+            y = torch.empty(m, form.rows, dtype=x2.dtype)
             for r0 in range(0, form.rows, step):
                 r1 = min(form.rows, r0 + step)
-                y[:, r0:r1] = F.linear(x2, _decoded(form, codebook, r0, r1),
-                                       None if bias is None else bias[r0:r1])
+                part = _scratch(m * (r1 - r0), x2.dtype, slot=1).view(m, r1 - r0)
+                tile = _decoded(form, codebook, r0, r1)
+                if bias is None:
+                    torch.mm(x2, tile.t(), out=part)
+                else:
+                    torch.addmm(bias[r0:r1], x2, tile.t(), out=part)
+                y[:, r0:r1] = part
     return y if x.dim() == 2 else y.reshape(*x.shape[:-1], form.rows)
 
 

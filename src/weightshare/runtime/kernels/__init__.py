@@ -186,6 +186,25 @@ class Decoder:
         return y
 
 
+_warm: set[str] = set()
+
+
+def warm_up() -> None:
+    """Load (or compile) the compiled kernels of :func:`backend` once per process, on tiny
+    inputs. Weights call it when they are loaded: the first forward pass then allocates
+    nothing long-lived between its activations (which would fragment the heap)."""
+    kind = backend()
+    if kind in _warm or kind == "torch":
+        return
+    _warm.add(kind)
+    p = PackedRows(torch.zeros(16, dtype=torch.uint8), 2, 16, 4, 8)
+    d = Decoder(p, torch.zeros(1, 16), 2)
+    d.decode(0, torch.empty(2, 16))
+    d.gather(torch.zeros(1, dtype=torch.int64), torch.empty(1, 16))
+    d.matvec(torch.zeros(1, 16))
+    histogram(p)
+
+
 def decode_rows(p: PackedRows, cb: torch.Tensor, group_size: int, r0: int,
                 out: torch.Tensor) -> None:
     """``out[k] = `` the dense row ``r0 + k`` (out: (n, cols) of the codebook's dtype)."""
