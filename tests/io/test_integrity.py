@@ -260,3 +260,17 @@ def test_hostile_files_fail_clearly_fast_and_in_bounded_memory(tmp_path, damage,
     grown, seconds = peak_rss_growth(load)
     assert grown < 50 and seconds < 1, (grown, seconds)
     assert same(snapshot(skeleton), before)
+
+
+def test_large_computed_buffers_are_built_for_real(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    from tests.zoo import bert_inputs, tiny_bert
+    from weightshare.io import skeleton
+
+    model = tiny_bert()
+    path = ws.save(model, tmp_path / "bert.safetensors")
+    monkeypatch.setattr(skeleton, "SMALL", 64)  # position ids (4 KiB) count as large now
+    loaded = ws.load(path)
+    assert not loaded.embeddings.position_ids.is_meta
+    assert torch.equal(loaded(**bert_inputs()).last_hidden_state,
+                       model(**bert_inputs()).last_hidden_state)

@@ -179,14 +179,12 @@ def build_skeleton(meta: dict, infos: dict[str, TensorInfo], layout: Layout, pat
     # before tie_weights replaces it), plus computed buffers
     limit = 4 * names + 256
 
-    def build(params_on_meta: bool) -> nn.Module:
+    def build(params_on_meta: bool, large_on_meta: bool = True) -> nn.Module:
         try:
             with _patched(_Budget(limit, path), params_on_meta):
-                if params_on_meta:
-                    with _LargeOnMeta():
-                        return model_from_config(entry["class"], entry["config"],
-                                                 skeleton=True)
-                with torch.device("meta"):
+                mode = (_LargeOnMeta() if large_on_meta else contextlib.nullcontext()) \
+                    if params_on_meta else torch.device("meta")
+                with mode:
                     return model_from_config(entry["class"], entry["config"], skeleton=True)
         except WeightShareError:
             raise
@@ -207,4 +205,10 @@ def build_skeleton(meta: dict, infos: dict[str, TensorInfo], layout: Layout, pat
         raise FormatError(f"{path}: its model config makes the model compute {computed} bytes of "
                           "buffers, more than the file's size; the config is corrupt or forged")
     del probe
-    return build(params_on_meta=True)
+    model = build(params_on_meta=True)
+    if any(b in m._non_persistent_buffers_set and t is not None and t.is_meta
+           for m in model.modules() for b, t in m._buffers.items()):
+        # a large buffer the model computes itself: build again with every factory real
+        # (parameters still go to the meta device as they are registered)
+        model = build(params_on_meta=True, large_on_meta=False)
+    return model
