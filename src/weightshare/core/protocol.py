@@ -132,6 +132,11 @@ class SharedWeight(nn.Module):
         """Shape of the dense weight (default: ``scheme["shape"]``)."""
         return tuple(int(d) for d in scheme["shape"])
 
+    @classmethod
+    def dense_dtype_name(cls, scheme: dict[str, Any]) -> str:
+        """dtype name of the dense weight (default: the original part's dtype)."""
+        return cls.part_specs(scheme)[cls.original_part].dtype
+
     def parts(self) -> dict[str, torch.Tensor]:
         """The weight's own stored tensors (everything but the original), by part name,
         in their logical (unpacked) form."""
@@ -154,6 +159,26 @@ class SharedWeight(nn.Module):
     def code_bits(self) -> int | None:
         """Bits per code, for kinds that store codes."""
         return None
+
+    # -- runtime forms -----------------------------------------------------------------
+    # A kind may register other forms of its weight for other uses (``register_runtime``):
+    # the same kind, scheme and parts, held differently (e.g. codes kept bit-packed in
+    # memory for inference). These three methods are what io and materialize_ use.
+
+    @classmethod
+    def from_stored(cls, scheme: dict[str, Any], parts: dict[str, torch.Tensor]) -> SharedWeight:
+        """Rebuild the weight from its own parts as the file stores them: a part with
+        ``bits`` as its 1-D uint8 bit stream. Runtime forms implement it."""
+        raise NotImplementedError(f"{cls.__name__} is built with from_scheme")
+
+    def packed_parts(self) -> dict[str, torch.Tensor]:
+        """Own parts already held bit-packed (as the file stores them), by part name; the
+        io layer stores these as they are. Default: none."""
+        return {}
+
+    def dense(self, original: torch.Tensor) -> torch.Tensor:
+        """The dense weight as a plain tensor (default: ``forward``)."""
+        return self(original)
 
     # -- parametrize plumbing ----------------------------------------------------------
 
@@ -283,7 +308,7 @@ def materialize_(model: nn.Module, kinds: tuple[str, ...] | None = None,
         key = id(weight) if keep_ties else None
         param = done.get(key) if key is not None else None
         if param is None:
-            param = nn.Parameter(getattr(module, attr).detach().clone(),
+            param = nn.Parameter(weight.dense(original).detach().clone(),
                                  requires_grad=original.requires_grad)
             if key is not None:
                 done[key] = param
