@@ -195,6 +195,20 @@ class SharedWeight(nn.Module):
 # ------------------------------------------------------------------- in a model
 
 
+def remove_parametrization(module: nn.Module, attr: str) -> None:
+    """Drop the parametrization of ``module.<attr>`` (the original stays as it is).
+
+    A deep copy of a parametrized module shares its generated class with the module it
+    was copied from, and removing a parametrization deletes the property from that class:
+    the copy first gets a class of its own, so the other model keeps working.
+    """
+    cls = type(module)
+    module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+    # leave_parametrized=False: the default writes the dense value into the original,
+    # which other weights may share
+    parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
+
+
 def attach(module: nn.Module, attr: str, weight: SharedWeight, original: nn.Parameter) -> None:
     """Make ``module.<attr>`` the shared weight ``weight(original)``, in place.
 
@@ -203,7 +217,7 @@ def attach(module: nn.Module, attr: str, weight: SharedWeight, original: nn.Para
     into, so a tensor it shared with other modules stays intact).
     """
     if parametrize.is_parametrized(module, attr):
-        parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
+        remove_parametrization(module, attr)
     if attr in module._buffers:
         del module._buffers[attr]
     module._parameters[attr] = original
@@ -312,8 +326,6 @@ def materialize_(model: nn.Module, kinds: tuple[str, ...] | None = None,
                                  requires_grad=original.requires_grad)
             if key is not None:
                 done[key] = param
-        # leave_parametrized=False: the default writes the dense value into the original,
-        # which other weights may share
-        parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
+        remove_parametrization(module, attr)
         module._parameters[attr] = param
     return model

@@ -24,7 +24,7 @@ from torch.nn.utils import parametrize
 
 from ..core.baseline import BASELINE_KEY, set_baseline
 from ..core.guard import guard_save_pretrained
-from ..core.protocol import SharedWeight, attach, shared_of
+from ..core.protocol import SharedWeight, attach, remove_parametrization, shared_of
 from ..core.registry import TRAIN, check_runtime, runtime_class
 from ..core.ties import record_ties, set_tie_map
 from ..errors import FormatError, ModelLoadError, TieError
@@ -153,7 +153,7 @@ def _place(model: nn.Module, layout: Layout, ties: dict[str, str], slots: dict[s
 def _place_dense(slot: Slot, obj: torch.Tensor) -> None:
     module, attr = slot.module, slot.attr
     if parametrize.is_parametrized(module, attr):
-        parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
+        remove_parametrization(module, attr)
     if isinstance(obj, nn.Parameter):
         module._buffers.pop(attr, None)
         module._parameters[attr] = obj
