@@ -112,9 +112,11 @@ def _baseline_dict(rep: Report) -> dict[str, Any]:
 def compress(spec: str = MINILM, config: ClusterConfig | None = None,
              output: str | Path | None = None, *, calibrate: bool | None = None,
              measure: bool = True, progress: bool | None = None, data: str | Path | None = None,
-             eval_data: str | Path | None = None, embed_tokenizer: bool = False
-             ) -> dict[str, Any]:
+             eval_data: str | Path | None = None, embed_tokenizer: bool = False,
+             entropy: bool = False) -> dict[str, Any]:
     """Load a model, cluster it to codebooks, save it, measure it. Returns the summary.
+
+    ``entropy``: entropy-code the codes in the file (smaller; decoded exactly on loading).
 
     ``calibrate`` (default: when the model has a tokenizer) makes the clustering
     data-aware on calibration text: the built-in calibration sentences, or the user's
@@ -159,7 +161,7 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
     t_cluster = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    save(lm.model, out, extra=provenance(lm, embed_tokenizer))
+    save(lm.model, out, extra=provenance(lm, embed_tokenizer), entropy=entropy)
     t_save = time.perf_counter() - t0
 
     after = inspect(lm.model)
@@ -182,6 +184,10 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
         "ratio": dense.dense_bytes / file_bytes,
         "clustered_tensors": len(clustered),
         "bits_per_weight": 8 * code_bytes / code_values if code_values else None,
+        "entropy": entropy,
+        "codes": {"count": after.codes.codes, "fixed_bytes": after.codes.fixed_bytes,
+                  "coded_bytes": after.codes.coded_bytes,
+                  "entropy_bytes": after.codes.entropy_bytes},
         "seconds": {"load": t_load, "cluster": t_cluster, "save": t_save},
         "fidelity": fidelity.score(lm.model) if fidelity else None,
     }
@@ -212,7 +218,7 @@ def evaluate(path: str | Path, reference: str | None = None, *, data: str | Path
     check_same_model(ref_src, cand_src)
     ref = ref_src.load()
     _check_same_structure(ref, cand_src)
-    cand = cand_src.load()
+    cand = cand_src.load(runtime="packed")  # inference only: codes stay packed
     if cand.tokenizer is None:
         cand.tokenizer = ref.tokenizer
     fid = Fidelity(ref, texts)

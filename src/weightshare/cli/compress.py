@@ -22,6 +22,16 @@ def _default(name: str):  # noqa: ANN202 - click option keyword arguments
             "help": field_help(ClusterConfig, name)}
 
 
+def _coded(r: dict) -> str:
+    c = r.get("codes") or {}
+    if not c.get("count") or c.get("coded_bytes") is None:
+        return ""
+    per = 8 / c["count"]  # bytes -> bits per code
+    return (f"\n         codes entropy-coded {per * c['coded_bytes']:.3f} bits/weight (Shannon "
+            f"limit {per * c['entropy_bytes']:.3f})"
+            + ("; the file stores them coded" if r.get("entropy") else ""))
+
+
 def _text(r: dict) -> str:
     s = r["seconds"]
     notes = r.get("notes", {})
@@ -31,7 +41,7 @@ def _text(r: dict) -> str:
         f"output:  {r['output']}",
         f"size:    {fmt_size(r)}",
         f"codes:   {r['clustered_tensors']} tensors at {r['bits_per_weight']:.3f} bits/weight "
-        "(codes + codebooks)",
+        "(codes + codebooks)" + _coded(r),
         "calibration: " + (f"{cal['samples']} samples of {cal['source']}" if cal
                            else f"off ({notes.get('calibration', 'not asked')})"),
     ]
@@ -63,6 +73,8 @@ def _text(r: dict) -> str:
 @click.option("--codebook-dtype", type=click.Choice(["float32"]), default=None,
               help=field_help(ClusterConfig, "codebook_dtype"))
 @click.option("--strict", is_flag=True, help=field_help(ClusterConfig, "strict"))
+@click.option("--entropy", is_flag=True,
+              help="Entropy-code the codes in the file (smaller; decoded exactly on loading).")
 @click.option("--no-eval", is_flag=True, help="Skip the fidelity measurement.")
 @text_options
 @click.option("--embed-tokenizer", is_flag=True,
@@ -73,7 +85,8 @@ def _text(r: dict) -> str:
 @common_options
 def compress(model: str, bits: int, granularity: str, group_size: int, method: str, init: str,
              include: tuple[str, ...], exclude: tuple[str, ...], min_size: int,
-             calibrate: bool | None, codebook_dtype: str | None, strict: bool, no_eval: bool,
+             calibrate: bool | None, codebook_dtype: str | None, strict: bool, entropy: bool,
+             no_eval: bool,
              data: str | None, eval_data: str | None, embed_tokenizer: bool, output: str | None,
              as_json: bool, quiet: bool) -> None:
     """Cluster MODEL's weights to 2^bits shared values and save a weightshare file."""
@@ -82,5 +95,5 @@ def compress(model: str, bits: int, granularity: str, group_size: int, method: s
                            min_size=min_size, strict=strict, codebook_dtype=codebook_dtype)
     result = run(model, config, output, calibrate=calibrate, measure=not no_eval,
                  progress=None if not quiet else False, data=data, eval_data=eval_data,
-                 embed_tokenizer=embed_tokenizer)
+                 embed_tokenizer=embed_tokenizer, entropy=entropy)
     emit(result, as_json, quiet, _text)

@@ -162,6 +162,10 @@ class CodebookWeight(SharedWeight):
         return {"codes": self.codes}
 
     @classmethod
+    def dense_dtype_name(cls, s: dict[str, Any]) -> str:
+        return s.get("dense_dtype", s["dtype"])
+
+    @classmethod
     def from_scheme(cls, s: dict[str, Any], parts: dict[str, torch.Tensor]) -> CodebookWeight:
         codes = parts["codes"].reshape(tuple(s["shape"]))
         dense = getattr(torch, s["dense_dtype"]) if "dense_dtype" in s else None
