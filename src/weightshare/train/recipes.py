@@ -18,7 +18,8 @@ these; a study can call them too.
 
 Every row reports the test error on the MNIST test set (never trained on), the file's
 bytes on disk and the ratio to the fp32 dense file of the full network, measured from
-the files. Codes and gaps are stored at fixed width (no entropy coding).
+the files. Codes and gaps are stored at fixed width, or entropy-coded with
+``entropy=True`` (``--entropy``; the fixed-width size is then reported as well).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ..analysis.report import inspect as inspect_report
 from ..data.mnist import MNIST, load_mnist, random_shift
 from ..errors import ConfigError
 from ..io import load, save
+from ..io.entropy import constriction
 from ..io.write import check_output_path
 from ..methods.codebook import ClusterConfig, cluster_
 from ..methods.hash import hash_
@@ -112,6 +114,9 @@ class TrainConfig:
         "soft: the biases share the codebook too (else they stay fp32)"))
     soft_epochs: float | None = field(default=None, metadata=_help(
         "soft: epochs of training with the prior [default: per model]"))
+    entropy: bool = field(default=False, metadata=_help(
+        "entropy-code the stored codes and gaps (Deep Compression's Huffman stage; needs "
+        "the constriction package); the fixed-width size is reported too"))
     validation: int = field(default=0, metadata=_help(
         "hold out this many training images and report their error too (to choose "
         "settings without the test set); 0: train on all 60,000"))
@@ -156,6 +161,8 @@ def run(config: TrainConfig, data: str | os.PathLike | MNIST, output: str | os.P
     """
     config = config.resolved()
     out = check_output_path(output)
+    if config.entropy:
+        constriction()  # before any training: the coder must be there to save
     mnist = data if isinstance(data, MNIST) else load_mnist(data)
     if config.validation:
         train_set, held = mnist.holdout(config.validation)
@@ -200,8 +207,13 @@ def run(config: TrainConfig, data: str | os.PathLike | MNIST, output: str | os.P
     if held is not None:
         result["validation_error"] = evaluate(model, held)["error"]
     # the widths only (a few dozen bytes): enough to rebuild the skeleton (load_row)
-    save(model, out, extra={"lenet": widths(model)})
+    extra = {"lenet": widths(model)}
+    save(model, out, extra=extra, entropy=config.entropy)
     seconds["total"] = time.perf_counter() - start
+    if config.entropy:  # what the same model takes at fixed width, also from a file
+        with tempfile.TemporaryDirectory() as tmp:
+            result["fixed_width_bytes"] = save(model, Path(tmp) / "fixed.safetensors",
+                                               extra=extra).stat().st_size
     report = inspect_report(out)
     dense_bytes = dense_file_bytes(reference)
     file_bytes = out.stat().st_size
