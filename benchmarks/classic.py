@@ -208,7 +208,8 @@ def table(results: list[dict]) -> str:
         lines.append(
             f"| {r['row']} | {100 * r['test_error']:.2f}% | {r['file_bytes']:,} | "
             f"{r['ratio']:.1f}x | " + (
-                f"{r['fixed_width_bytes']:,} ({r['dense_file_bytes'] / r['fixed_width_bytes']:.1f}x)"
+                f"{r['fixed_width_bytes']:,} "
+                f"({r['dense_file_bytes'] / r['fixed_width_bytes']:.1f}x)"
                 if "fixed_width_bytes" in r else "") +
             f" | {r['stored_params']:,} | {r['seconds']['train']:.0f} | "
             + (f"{paper[2]:.2f}% at {paper[3]}x (dense {paper[1]:.2f}%)" if paper else "")
