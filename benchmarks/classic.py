@@ -230,6 +230,7 @@ def plot(results: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, model, title in ((axes[0], "lenet300", "LeNet-300-100"),
@@ -239,7 +240,9 @@ def plot(results: list[dict], path: Path) -> None:
             if r["model"] != model:
                 continue
             ax.plot(r["ratio"], 100 * r["test_error"], marks[r["sharing"]], ms=8)
-            ax.annotate(r["row"].split("/")[1], (r["ratio"], 100 * r["test_error"]),
+            label = r["row"].split("/", 1)[1].split(" (")[0] + (" (1st run)" if "(" in r["row"]
+                                                                 else "")
+            ax.annotate(label, (r["ratio"], 100 * r["test_error"]),
                         textcoords="offset points", xytext=(5, 4), fontsize=8)
         for (m, sharing), (_label, _dense, err, ratio) in PAPERS.items():
             if m == model:
@@ -247,6 +250,11 @@ def plot(results: list[dict], path: Path) -> None:
                 ax.annotate(f"paper {sharing}", (ratio, err), textcoords="offset points",
                             xytext=(5, -10), fontsize=8, color="gray")
         ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
         ax.set_xlabel("compression ratio (fp32 dense file / weightshare file)")
         ax.set_ylabel("MNIST test error (%)")
         ax.set_title(f"{title}: weightshare (dots) vs papers (x)")
