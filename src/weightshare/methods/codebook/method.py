@@ -2,31 +2,41 @@
 
 from __future__ import annotations
 
+import sys
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from ...core.protocol import dense_weight
-from ...core.select import Target, select_targets
-from ...core.walk import check_targets, share_targets
-from ...errors import ShapeError
+from ...core.protocol import SharedWeight, dense_weight
+from ...core.select import Target, compile_patterns, select_targets
+from ...core.walk import Build, check_targets, share_targets
+from ...errors import ConfigError, DataError, ShapeError
+from .build import Layer, assign, fit_codebook, make_layer, refit, to_weight, values_per_row
 from .calibration import Calibration, input_importance
-from .config import ClusterConfig, group_size_for
-from .kmeans import EXACT_MAX_DISTINCT, kmeans1d, kmeans1d_batched, kmeans1d_exact_batched
-from .weight import CodebookWeight, codes_dtype
+from .config import ClusterConfig
+from .fisher import FisherLoss, fisher_importance
+from .hessian import forward_stages, input_hessians, takes_hessian
+from .vector import VectorCodebookWeight
+from .weight import CodebookWeight
+
+RESHARE = (CodebookWeight, VectorCodebookWeight)
 
 
 def cluster_(model: nn.Module, config: ClusterConfig | None = None,
              calibration: Calibration | None = None, *, progress: bool | None = None,
-             **_options: Any) -> nn.Module:
+             fisher_loss: FisherLoss | None = None, **_options: Any) -> nn.Module:
     """Cluster the selected weights of ``model`` to ``2**bits`` shared values, in place.
 
-    Each selected weight becomes a codebook weight (see ``CodebookWeight``): a trainable
-    codebook of shape (groups, 2**bits) plus integer codes; the dense weight is dropped.
-    With ``calibration`` inputs the clustering is data-aware: each weight counts in
-    proportion to the mean square of the input it multiplies. Tied weights are clustered
-    once and stay tied.
+    Each selected weight becomes a codebook weight (see ``CodebookWeight``; with
+    ``vector_dim > 1`` a ``VectorCodebookWeight``): a trainable codebook plus integer
+    codes, and per-channel scales and exact outliers when the config asks; the dense
+    weight is dropped. With ``calibration`` inputs the clustering is data-aware
+    (``config.weighting``: activation or Fisher importance; ``config.error_feedback``:
+    GPTQ-style assignment on the layer-input Hessian). ``fisher_loss(output, batch)``
+    replaces the default Fisher loss. Tied weights are clustered once and stay tied.
 
     Example:
         >>> import torch, weightshare as ws
@@ -38,57 +48,170 @@ def cluster_(model: nn.Module, config: ClusterConfig | None = None,
     config = config or ClusterConfig()
     targets = select_targets(model, config.include, config.exclude, config.min_size,
                              what="cluster")
-    check_targets(targets, reshare=(CodebookWeight,))
-    for t in targets:
-        rows = dense_weight(t.module).shape[t.axis]
-        if config.granularity == "per_group" and rows % config.group_size:
-            raise ShapeError(f"group_size {config.group_size} does not divide the {rows} output "
-                             f"channels of {t.fqn}; choose a divisor of {rows} or exclude it")
-    importance = input_importance(model, targets, calibration) if calibration is not None else {}
-    share_targets(targets, lambda t: _cluster_one(t, config, importance.get(t.name)),
-                  progress=progress, desc="clustering")
+    check_targets(targets, reshare=RESHARE)
+    _check_shapes(targets, config)
+    sets = shared_sets(targets, config)
+    if calibration is None and (config.error_feedback or config.weighting == "fisher"):
+        what = "error_feedback=True" if config.error_feedback else "weighting='fisher'"
+        raise DataError(f"{what} needs calibration data: pass calibration=batches (a few "
+                        "dozen inputs), or use the CLI, which calibrates on built-in "
+                        "sentences; or turn it off")
+    importance: dict[str, torch.Tensor] = {}
+    if calibration is not None and config.weighting == "activation":
+        importance = input_importance(model, targets, calibration)
+    elif calibration is not None and config.weighting == "fisher":
+        importance = fisher_importance(model, targets, calibration, fisher_loss, config.seed)
+    if not config.error_feedback:
+        hessians: dict[str, torch.Tensor] = {}
+    elif config.sequential:
+        _sequential(model, targets, sets, config, importance, calibration, progress)
+        return model
+    else:
+        hessians = input_hessians(model, targets, calibration)  # type: ignore[arg-type]
+    _cluster_all(targets, sets, config, importance, hessians, progress)
     return model
 
 
-@torch.no_grad()
-def _cluster_one(t: Target, config: ClusterConfig,
-                 importance: torch.Tensor | None) -> tuple[CodebookWeight, torch.Tensor]:
-    """The codebook weight of one target and its codebook (groups, 2**bits), weight dtype."""
-    weight = dense_weight(t.module).detach()
-    rows = weight.shape[t.axis]
-    group_size = group_size_for(config.granularity, rows, config.group_size)
-    groups = rows // group_size
-
-    # (groups, values per group): a group is `group_size` consecutive output channels
-    values = weight.movedim(t.axis, 0).reshape(groups, -1)
-    imp = None if importance is None else importance.movedim(t.axis, 0).reshape(groups, -1)
-
-    codebook, codes = _solve(values, imp, config)
-    moved_shape = weight.movedim(t.axis, 0).shape
-    codes = codes.reshape(moved_shape).movedim(0, t.axis).contiguous()
-    cw = CodebookWeight(codes.to(codes_dtype(config.bits)), config.bits, config.granularity,
-                        group_size, t.axis)
-    return cw, codebook.to(weight.dtype)
+def _check_shapes(targets: list[Target], config: ClusterConfig) -> None:
+    for t in targets:
+        shape = tuple(dense_weight(t.module).shape)
+        rows = shape[t.axis]
+        if config.granularity == "per_group" and rows % config.group_size:
+            raise ShapeError(f"group_size {config.group_size} does not divide the {rows} output "
+                             f"channels of {t.fqn}; choose a divisor of {rows} or exclude it")
+        per_row = values_per_row(shape, t.axis)
+        if per_row % config.vector_dim:
+            raise ShapeError(f"vector_dim {config.vector_dim} does not divide the {per_row} "
+                             f"values per output channel of {t.fqn}; choose a vector_dim "
+                             f"that divides {per_row} or exclude it")
 
 
-def _solve(values: torch.Tensor, imp: torch.Tensor | None,
-           config: ClusterConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """One k-means problem per row of ``values`` (groups, n) -> codebook (groups, 2**bits)
-    float64 and codes (groups, n) int64."""
-    groups, levels = values.shape[0], config.levels
-    if config.method == "fast" and groups > 1:
-        # many small problems: Lloyd on all groups at once (see kmeans/batched.py)
-        return kmeans1d_batched(values, levels, imp, init=config.init, seed=config.seed)
-    if config.method == "exact" and groups > 1 and values.shape[1] <= EXACT_MAX_DISTINCT:
-        # the same optimum as the kmeans1d loop below, solved for all groups at once
-        return kmeans1d_exact_batched(values, levels, imp)
-    codebook = torch.empty(groups, levels, dtype=torch.float64)
-    codes = torch.empty(values.shape, dtype=torch.int64)
-    for g in range(groups):
-        cent, code = kmeans1d(values[g], levels, weights=None if imp is None else imp[g],
-                              method=config.method, init=config.init, seed=config.seed)
-        cent = cent.double()
-        codebook[g, : cent.numel()] = cent
-        codebook[g, cent.numel():] = cent[-1]  # fewer distinct values than levels
-        codes[g] = code
-    return codebook, codes
+def shared_sets(targets: list[Target], config: ClusterConfig) -> list[list[Target]]:
+    """Targets grouped by the first ``shared_codebooks`` pattern their module name matches
+    (each group shares one codebook); unmatched targets are not in any group."""
+    pats = compile_patterns(config.shared_codebooks, "shared_codebooks")
+    sets: list[list[Target]] = [[] for _ in pats]
+    for t in targets:
+        names = [t.name] + [n for n, _ in t.aliases]
+        for i, p in enumerate(pats):
+            if any(p.search(n) for n in names):
+                sets[i].append(t)
+                break
+    for pat, members in zip(config.shared_codebooks, sets):
+        if not members:
+            raise ConfigError(f"shared_codebooks pattern {pat!r} matches no selected layer; "
+                              "patterns are searched in module names, fix the pattern")
+        _check_can_share(pat, members)
+    return [s for s in sets if s]
+
+
+def _check_can_share(pattern: str, members: list[Target]) -> None:
+    first = dense_weight(members[0].module)
+    for t in members[1:]:
+        w = dense_weight(t.module)
+        if w.dtype != first.dtype:
+            raise ConfigError(f"shared_codebooks {pattern!r}: {members[0].fqn} is {first.dtype} "
+                              f"but {t.fqn} is {w.dtype}, and one codebook tensor has one dtype;"
+                              " convert the model to one dtype or split the pattern")
+        if w.device != first.device:
+            raise ConfigError(f"shared_codebooks {pattern!r}: {members[0].fqn} is on "
+                              f"{first.device} but {t.fqn} on {w.device}; one codebook lives "
+                              "on one device, move the model first")
+        if isinstance(t.module, nn.Embedding) != isinstance(members[0].module, nn.Embedding):
+            table = t if isinstance(t.module, nn.Embedding) else members[0]
+            raise ConfigError(f"shared_codebooks {pattern!r} mixes an embedding table "
+                              f"({table.fqn}) with layer weights, whose values live on "
+                              "different scales; share codebooks among like layers")
+
+
+def prebuilt(weight: SharedWeight, original: torch.Tensor) -> Build:
+    """A build function for ``share_targets`` that returns what was built already."""
+    return lambda _target: (weight, original)
+
+
+def _layer(t: Target, config: ClusterConfig, importance: dict[str, torch.Tensor],
+           hessians: dict[str, torch.Tensor]) -> Layer:
+    return make_layer(t.name, dense_weight(t.module), t.axis, importance.get(t.name),
+                      hessians.get(t.name), config)
+
+
+def _build_one(t: Target, config: ClusterConfig, importance: dict[str, torch.Tensor],
+               hessians: dict[str, torch.Tensor]) -> tuple[SharedWeight, torch.Tensor]:
+    with torch.no_grad():
+        layer = _layer(t, config, importance, hessians)
+        codebook = fit_codebook([layer], config)
+        assign(layer, codebook, config)
+        codebook = refit([layer], codebook, config)
+        return to_weight(layer, codebook, config)
+
+
+def _build_set(members: list[Target], config: ClusterConfig,
+               importance: dict[str, torch.Tensor], hessians: dict[str, torch.Tensor]
+               ) -> list[tuple[SharedWeight, torch.Tensor]]:
+    """The weights of layers sharing one codebook: one Parameter, several weights."""
+    with torch.no_grad():
+        layers = [_layer(t, config, importance, hessians) for t in members]
+        codebook = fit_codebook(layers, config)
+        for layer in layers:
+            assign(layer, codebook, config)
+        codebook = refit(layers, codebook, config)
+        built = [to_weight(layer, codebook, config) for layer in layers]
+    param = nn.Parameter(built[0][1].contiguous(),
+                         requires_grad=dense_weight(members[0].module).requires_grad)
+    return [(weight, param) for weight, _ in built]
+
+
+def _cluster_all(targets: list[Target], sets: list[list[Target]], config: ClusterConfig,
+                 importance: dict[str, torch.Tensor], hessians: dict[str, torch.Tensor],
+                 progress: bool | None) -> None:
+    in_sets = {t.name for s in sets for t in s}
+    for members in sets:
+        for t, (weight, param) in zip(members, _build_set(members, config, importance,
+                                                          hessians)):
+            share_targets([t], prebuilt(weight, param), progress=False)
+    single = [t for t in targets if t.name not in in_sets]
+    if single:
+        share_targets(single, partial(_build_one, config=config, importance=importance,
+                                      hessians=hessians), progress=progress, desc="clustering")
+
+
+def _sequential(model: nn.Module, targets: list[Target], sets: list[list[Target]],
+                config: ClusterConfig, importance: dict[str, torch.Tensor],
+                calibration: Calibration | None, progress: bool | None) -> None:
+    """Error feedback layer after layer, each stage's inputs taken from the model with
+    every earlier stage already clustered. Layers sharing a codebook get it fitted on
+    their original weights first; its refit runs once all of them are assigned."""
+    assert calibration is not None
+    set_of = {t.name: i for i, s in enumerate(sets) for t in s}
+    shared: list[tuple[list[Layer], torch.Tensor]] = []
+    for s in sets:
+        layers = [_layer(t, config, importance, {}) for t in s]
+        shared.append((layers, fit_codebook(layers, config)))
+    show = progress if progress is not None else sys.stderr.isatty()
+    bar = tqdm(total=len(targets), desc="clustering", unit="layer", disable=not show,
+               file=sys.stderr)
+    with bar:
+        for stage, stop in forward_stages(model, targets, calibration):
+            hessians = input_hessians(model, [t for t in stage if takes_hessian(t)],
+                                      calibration, stop_after=stop or None)
+            single = [t for t in stage if t.name not in set_of]
+            if single:
+                share_targets(single, partial(_build_one, config=config, importance=importance,
+                                              hessians=hessians), progress=False)
+            for t in stage:
+                if t.name in set_of:  # assign with the shared codebook, attach for now
+                    layers, codebook = shared[set_of[t.name]]
+                    layer = next(x for x in layers if x.name == t.name)
+                    layer.hessian = hessians.get(t.name)
+                    with torch.no_grad():
+                        assign(layer, codebook, config)
+                        weight, original = to_weight(layer, codebook, config)
+                    share_targets([t], prebuilt(weight, original), progress=False)
+            bar.update(len(stage))
+    for (layers, codebook), members in zip(shared, sets):
+        with torch.no_grad():
+            codebook = refit(layers, codebook, config)
+            built = [to_weight(layer, codebook, config) for layer in layers]
+        param = nn.Parameter(built[0][1].contiguous())
+        for t, (weight, _) in zip(members, built):
+            share_targets([t], prebuilt(weight, param), progress=False)
