@@ -10,7 +10,8 @@ import weightshare as ws
 def test_public_names():
     assert set(ws.__all__) == {
         "ClusterConfig", "Report", "TieConfig", "WeightShareError", "__version__", "cluster_",
-        "distill_", "find_ties", "inspect", "kmeans1d", "load", "materialize_", "merge_", "retie_",
+        "distill_", "finetune_codebooks_", "find_ties", "inspect", "kmeans1d", "load",
+        "materialize_", "merge_", "retie_",
         "save", "share_", "tie_", "untie_", "verify_ties"}
     for name in ws.__all__:
         assert getattr(ws, name) is not None

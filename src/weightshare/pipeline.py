@@ -23,12 +23,14 @@ from .data.text import read_texts
 from .errors import ConfigError, FormatError, ModelLoadError
 from .io import load, read_metadata, save
 from .io.write import check_output_path
-from .methods.codebook import ClusterConfig, cluster_
+from .methods.codebook import ClusterConfig, cluster_, finetune_codebooks_
+from .methods.codebook.finetune import check_budget
 from .methods.tie import TieConfig, tie_
 from .models import LoadedModel, load_model, minilm_dir
 from .train.distill import distill_
 
 MINILM = "minilm"
+CODEBOOK_KINDS = ("codebook", "vector_codebook")
 
 
 def open_model(spec: str = MINILM) -> LoadedModel:
@@ -121,12 +123,19 @@ def default_output(spec: str, bits: int) -> Path:
 
 def compress(spec: str = MINILM, config: ClusterConfig | None = None,
              output: str | Path | None = None, *, calibrate: bool | None = None,
-             measure: bool = True, progress: bool | None = None) -> dict[str, Any]:
+             measure: bool = True, progress: bool | None = None,
+             calibration_samples: int | None = None, finetune_seconds: float | None = None,
+             finetune_steps: int | None = None, finetune_lr: float = 1e-4
+             ) -> dict[str, Any]:
     """Load a model, cluster it to codebooks, save it, measure it. Returns the summary.
 
     ``calibrate`` (default: when the model has a tokenizer) makes the clustering
     data-aware with the built-in calibration sentences, which are disjoint from the
-    evaluation sentences that fidelity is measured on.
+    evaluation sentences that fidelity is measured on: ``calibration_samples`` of them
+    (default: 32, or 128 for error feedback and Fisher weighting, which estimate more
+    than a mean square per input). ``finetune_seconds`` / ``finetune_steps``: then train
+    the codebooks toward the original (``finetune_codebooks_``) on all built-in
+    calibration sentences.
 
     Example:
         >>> summary = compress("minilm", ClusterConfig(bits=4), "m.safetensors")  # doctest: +SKIP
@@ -134,6 +143,11 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
         True
     """
     config = config or ClusterConfig()
+    finetune = finetune_seconds is not None or finetune_steps is not None
+    if finetune:
+        check_budget(finetune_seconds, finetune_steps)
+    if calibration_samples is not None and calibration_samples < 1:
+        raise ConfigError(f"calibration_samples must be >= 1, got {calibration_samples}")
     out = check_output_path(output if output else default_output(spec, config.bits))
     t0 = time.perf_counter()
     lm = open_model(spec)
@@ -142,21 +156,46 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
     fidelity = Fidelity(lm) if measure else None
     if calibrate is None:
         calibrate = lm.tokenizer is not None
+    if finetune and lm.tokenizer is None:
+        raise ModelLoadError(f"{spec} has no tokenizer, so built-in sentences cannot fine-tune "
+                             "it; use finetune_codebooks_ from Python with your batches")
+    teacher = copy.deepcopy(lm.model) if finetune else None
 
     t0 = time.perf_counter()
-    calibration = calibration_batches(lm) if calibrate else None
+    calibration = None
+    if calibrate:
+        count = calibration_samples or (128 if config.error_feedback
+                                        or config.weighting == "fisher" else 32)
+        calibration = calibration_batches(lm, count=count)
     cluster_(lm.model, config, calibration, progress=progress)
     t_cluster = time.perf_counter() - t0
+
+    tuned: dict[str, Any] | None = None
+    if teacher is not None:
+        before = fidelity.score(lm.model) if fidelity else None
+        history: list[dict] = []
+        t0 = time.perf_counter()
+        finetune_codebooks_(lm.model, teacher, calibration_sentences(), seconds=finetune_seconds,
+                            steps=finetune_steps, lr=finetune_lr, tokenizer=lm.tokenizer,
+                            history=history, progress=progress)
+        diverged = next((h for h in history if h.get("event") == "diverged"), None)
+        tuned = {"seconds": time.perf_counter() - t0,
+                 "steps": sum(1 for h in history if "loss" in h),
+                 "diverged": diverged, "fidelity_before": before}
+        lm.model.eval()
 
     t0 = time.perf_counter()
     save(lm.model, out, extra=provenance(lm))
     t_save = time.perf_counter() - t0
 
     after = inspect(lm.model)
-    clustered = [r for r in after.rows if r.scheme == "codebook"]
+    clustered = [r for r in after.rows if r.scheme in CODEBOOK_KINDS]
     code_values = sum(math.prod(r.shape) for r in clustered)
     code_bytes = sum(r.stored_bytes for r in clustered)
     file_bytes = out.stat().st_size
+    seconds = {"load": t_load, "cluster": t_cluster, "save": t_save}
+    if tuned is not None:
+        seconds["finetune"] = tuned["seconds"]
     return {
         "model": spec,
         "output": str(out),
@@ -168,7 +207,8 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
         "ratio": dense.dense_bytes / file_bytes,
         "clustered_tensors": len(clustered),
         "bits_per_weight": 8 * code_bytes / code_values if code_values else None,
-        "seconds": {"load": t_load, "cluster": t_cluster, "save": t_save},
+        "seconds": seconds,
+        **({"finetune": tuned} if tuned is not None else {}),
         "fidelity": fidelity.score(lm.model) if fidelity else None,
     }
 

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import click
+from click.core import ParameterSource
 
-from ..methods.codebook.config import GRANULARITIES, INITS, METHODS, ClusterConfig
+from ..methods.codebook.config import (
+    GRANULARITIES,
+    INITS,
+    METHODS,
+    SCALES,
+    WEIGHTINGS,
+    ClusterConfig,
+)
+from ..methods.codebook.recipes import RECIPES
 from ..pipeline import compress as run
 from .common import common_options, emit, field_default, field_help, fmt_fidelity
+
+# flags that are ClusterConfig fields (a recipe sets them unless the flag is given)
+_FIELDS = ("granularity", "group_size", "method", "init", "include", "exclude", "min_size",
+           "vector_dim", "scales", "weighting", "error_feedback", "sequential", "outliers",
+           "shared_codebooks")
 
 
 def _default(name: str):  # noqa: ANN202 - click option keyword arguments
@@ -17,20 +31,32 @@ def _default(name: str):  # noqa: ANN202 - click option keyword arguments
 def _text(r: dict) -> str:
     s = r["seconds"]
     mib = 2**20
-    return "\n".join([
+    times = ", ".join(f"{k} {v:.2f} s" for k, v in s.items())
+    lines = [
         f"model:   {r['model']}  ({r['total_params']:,} parameters)",
         f"output:  {r['output']}",
         f"size:    {r['dense_bytes'] / mib:.2f} MiB fp32 -> {r['file_bytes'] / mib:.2f} MiB "
         f"file ({r['ratio']:.2f}x smaller)",
         f"codes:   {r['clustered_tensors']} tensors at {r['bits_per_weight']:.3f} bits/weight "
-        "(codes + codebooks)",
-        f"time:    load {s['load']:.2f} s, cluster {s['cluster']:.2f} s, save {s['save']:.2f} s",
-        fmt_fidelity(r["fidelity"]),
-    ])
+        "(everything stored: codes, codebooks, scales, outliers)",
+        f"time:    {times}",
+    ]
+    tuned = r.get("finetune")
+    if tuned is not None:
+        lines.append(f"before fine-tuning: {fmt_fidelity(tuned['fidelity_before'])}")
+        if tuned["diverged"]:
+            d = tuned["diverged"]
+            lines.append(f"fine-tuning diverged at step {d['step']}: restored the codebooks of "
+                         f"step {d['restored_step']}")
+    lines.append(fmt_fidelity(r["fidelity"]))
+    return "\n".join(lines)
 
 
 @click.command()
 @click.argument("model", required=False, default="minilm")
+@click.option("--recipe", type=click.Choice(RECIPES), default=None,
+              help="A measured combination (docs/codebooks.md); --bits is then the budget "
+                   "in bits per weight, and other flags given override the recipe.")
 @click.option("--bits", type=int, **_default("bits"))
 @click.option("--granularity", type=click.Choice(GRANULARITIES), **_default("granularity"))
 @click.option("--group-size", type=int, **_default("group_size"))
@@ -39,22 +65,46 @@ def _text(r: dict) -> str:
 @click.option("--include", multiple=True, metavar="PAT", help=field_help(ClusterConfig, "include"))
 @click.option("--exclude", multiple=True, metavar="PAT", help=field_help(ClusterConfig, "exclude"))
 @click.option("--min-size", type=int, **_default("min_size"))
+@click.option("--vector-dim", type=int, **_default("vector_dim"))
+@click.option("--scales", type=click.Choice(SCALES), **_default("scales"))
+@click.option("--weighting", type=click.Choice(WEIGHTINGS), **_default("weighting"))
+@click.option("--error-feedback/--no-error-feedback", **_default("error_feedback"))
+@click.option("--sequential/--no-sequential", **_default("sequential"))
+@click.option("--outliers", type=float, **_default("outliers"))
+@click.option("--shared-codebook", "shared_codebooks", multiple=True, metavar="PAT",
+              help=field_help(ClusterConfig, "shared_codebooks"))
 @click.option("--calibrate/--no-calibrate", default=None,
-              help="Data-aware clustering: weight each value by its input's mean square, "
-                   "measured on built-in calibration sentences (never the evaluation ones). "
-                   "[default: on when the model has a tokenizer]")
+              help="Data-aware clustering on built-in calibration sentences (never the "
+                   "evaluation ones). [default: on when the model has a tokenizer]")
+@click.option("--calibration-samples", type=int, default=None,
+              help="Calibration sentences to use [default: 32; 128 with error feedback or "
+                   "Fisher weighting].")
+@click.option("--finetune-seconds", type=float, default=None,
+              help="Then train codebooks, scales, biases and norms toward the original for "
+                   "this many seconds (built-in calibration sentences).")
+@click.option("--finetune-steps", type=int, default=None,
+              help="Fine-tuning budget in optimizer steps (with or instead of seconds).")
+@click.option("--finetune-lr", type=float, default=1e-4, show_default=True,
+              help="Learning rate of codebook fine-tuning.")
 @click.option("--no-eval", is_flag=True, help="Skip the fidelity measurement.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Output file [default: MODEL-<bits>bit.safetensors].")
 @common_options
-def compress(model: str, bits: int, granularity: str, group_size: int, method: str, init: str,
-             include: tuple[str, ...], exclude: tuple[str, ...], min_size: int,
-             calibrate: bool | None, no_eval: bool, output: str | None, as_json: bool,
-             quiet: bool) -> None:
+@click.pass_context
+def compress(ctx: click.Context, model: str, recipe: str | None, bits: int,
+             calibrate: bool | None, calibration_samples: int | None,
+             finetune_seconds: float | None, finetune_steps: int | None, finetune_lr: float,
+             no_eval: bool, output: str | None, as_json: bool, quiet: bool,
+             **fields: object) -> None:
     """Cluster MODEL's weights to 2^bits shared values and save a weightshare file."""
-    config = ClusterConfig(bits=bits, granularity=granularity, group_size=group_size,
-                           method=method, init=init, include=include, exclude=exclude,
-                           min_size=min_size)
+    if recipe is not None:
+        given = {k: v for k, v in fields.items()
+                 if ctx.get_parameter_source(k) != ParameterSource.DEFAULT}
+        config = ClusterConfig.recipe(recipe, bits=bits, **given)
+    else:
+        config = ClusterConfig(bits=bits, **{k: fields[k] for k in _FIELDS})  # type: ignore[arg-type]
     result = run(model, config, output, calibrate=calibrate, measure=not no_eval,
-                 progress=None if not quiet else False)
+                 progress=None if not quiet else False,
+                 calibration_samples=calibration_samples, finetune_seconds=finetune_seconds,
+                 finetune_steps=finetune_steps, finetune_lr=finetune_lr)
     emit(result, as_json, quiet, _text)

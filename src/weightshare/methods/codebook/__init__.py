@@ -12,6 +12,7 @@ exact outliers, parts of both), ``method`` (``cluster_``) and ``build`` (one wei
 
 from ...core.registry import VALUES, register
 from .config import ClusterConfig
+from .finetune import finetune_codebooks_
 from .method import cluster_
 from .vector import VectorCodebookWeight
 from .weight import CodebookWeight, attach_codebook, codebook_of, iter_codebooks
@@ -19,4 +20,4 @@ from .weight import CodebookWeight, attach_codebook, codebook_of, iter_codebooks
 register(ClusterConfig, cluster_, order=VALUES, weights=(CodebookWeight, VectorCodebookWeight))
 
 __all__ = ["ClusterConfig", "CodebookWeight", "VectorCodebookWeight", "attach_codebook",
-           "cluster_", "codebook_of", "iter_codebooks"]
+           "cluster_", "codebook_of", "finetune_codebooks_", "iter_codebooks"]

@@ -42,6 +42,14 @@ class RowCodebooks:
             self._sorted = srt[self._row_group]
             self._rank_to_code = self._order[self._row_group]
 
+    def as_float(self) -> RowCodebooks:
+        """A float32 copy (what the error-feedback loop computes in)."""
+        out = RowCodebooks.__new__(RowCodebooks)
+        out.__dict__.update({k: (v.float() if isinstance(v, torch.Tensor)
+                                 and v.is_floating_point() else v)
+                             for k, v in self.__dict__.items()})
+        return out
+
     def _scaled(self, w: torch.Tensor) -> torch.Tensor:
         return w if self.scales is None else w / self.scales.clamp(min=1e-30)
 
@@ -51,7 +59,11 @@ class RowCodebooks:
         the weight's units, codes (rows,)). ``coord_weights`` (d,) weight the coordinates
         of the distance (vectors only)."""
         v = self._scaled(w)
-        if self.dim == 1:
+        if self.dim == 1 and self.groups == 1:  # one sorted codebook: bucketize
+            rank1 = torch.bucketize(v[:, 0].contiguous(), self._mids[0])
+            vals = self._sorted[0][rank1].unsqueeze(1)
+            codes = self._rank_to_code[0][rank1]
+        elif self.dim == 1:
             rank = torch.searchsorted(self._mids, v.contiguous())  # (rows, 1)
             vals = self._sorted.gather(1, rank)
             codes = self._rank_to_code.gather(1, rank)[:, 0]
@@ -122,10 +134,13 @@ def error_feedback(weight: torch.Tensor, hessian: torch.Tensor, books: RowCodebo
         >>> codes.tolist()  # no correlation between inputs: plain nearest entries
         [[1, 3, 0]]
     """
-    w = weight.double().clone()
+    # float32 like GPTQ: the loop is bound by memory traffic and per-op overhead, and the
+    # dampened factor is well conditioned
+    w = weight.float().clone()
     rows, cols = w.shape
     d = books.dim
-    u = inverse_factor(hessian, damp)
+    u = inverse_factor(hessian, damp).float()
+    books = books.as_float()
     codes = torch.empty(rows, cols // d, dtype=torch.int64)
     values = torch.empty_like(w)
     for i1 in range(0, cols, _BLOCK):
@@ -148,7 +163,7 @@ def error_feedback(weight: torch.Tensor, hessian: torch.Tensor, books: RowCodebo
                 w1[:, c:] -= e.unsqueeze(1) * u1[c, c:].unsqueeze(0)
                 err1[:, c] = e
         w[:, i2:] -= err1 @ u[i1:i2, i2:]
-    return codes, values
+    return codes, values.double()
 
 
 def output_error(weight: torch.Tensor, values: torch.Tensor, hessian: torch.Tensor) -> float:

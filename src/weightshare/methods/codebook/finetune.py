@@ -63,7 +63,7 @@ def finetune_codebooks_(model: nn.Module, teacher: nn.Module, data: Any, *,
         >>> (model(x) - teacher(x)).pow(2).mean().item() < before
         True
     """
-    _check_budget(seconds, steps)
+    check_budget(seconds, steps)
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if isinstance(reassign_every, bool) or not isinstance(reassign_every, int) \
@@ -101,7 +101,7 @@ def finetune_codebooks_(model: nn.Module, teacher: nn.Module, data: Any, *,
     return model
 
 
-def _check_budget(seconds: float | None, steps: int | None) -> None:
+def check_budget(seconds: float | None, steps: int | None) -> None:
     if seconds is None and steps is None:
         raise ConfigError("give a fine-tuning budget: seconds=S and/or steps=N")
     if seconds is not None and (isinstance(seconds, bool) or not isinstance(

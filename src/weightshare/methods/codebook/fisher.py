@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...core.batches import eval_mode, first_tensor, run_batch, token_mask
+from ...core.batches import eval_mode, first_tensor, token_mask
 from ...core.protocol import dense_weight, shared_of
 from ...core.select import Target
 from ...errors import DataError
-from .calibration import Calibration
+from .calibration import Calibration, run_model
 
 FisherLoss = Callable[[Any, Any], torch.Tensor]
 
@@ -70,7 +70,7 @@ def fisher_importance(model: nn.Module, targets: list[Target], calibration: Cali
             w.requires_grad_(True)
         with eval_mode(model, inference=False), torch.enable_grad():
             for batch in calibration:
-                value = _loss(run_batch(model, batch), batch, loss, gen)
+                value = _loss(run_model(model, batch), batch, loss, gen)
                 grads = torch.autograd.grad(value, params, allow_unused=True)
                 for s, g in zip(sums, grads):
                     if g is not None:

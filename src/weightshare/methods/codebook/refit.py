@@ -37,6 +37,11 @@ class Problem:
             return w
         return torch.where(self.exact, torch.zeros_like(w), w)
 
+    def hessian_f32(self) -> torch.Tensor:
+        if getattr(self, "_h32", None) is None:
+            self._h32 = self.hessian.float()
+        return self._h32
+
     def member(self) -> torch.Tensor | None:
         return None if self.exact is None else (~self.exact).double()
 
@@ -54,7 +59,8 @@ def _apply(codebook: torch.Tensor, problems: list[Problem]) -> torch.Tensor:
         m = p.member()
         if m is not None:
             vals = vals * m
-        g = vals @ p.hessian
+        # float32 product (the costly part), float64 sums
+        g = (vals.float() @ p.hessian_f32()).double()
         out += _scatter(g, p, books, m, codebook.shape)
     return out
 
