@@ -15,7 +15,14 @@ from ..methods.codebook.config import (
 )
 from ..methods.codebook.recipes import RECIPES
 from ..pipeline import compress as run
-from .common import common_options, emit, field_default, field_help, fmt_fidelity
+from .common import (
+    common_options,
+    emit,
+    field_default,
+    field_help,
+    fmt_fidelity,
+    param_default,
+)
 
 # flags that are ClusterConfig fields (a recipe sets them unless the flag is given)
 _FIELDS = ("granularity", "group_size", "method", "init", "include", "exclude", "min_size",
@@ -84,7 +91,8 @@ def _text(r: dict) -> str:
                    "this many seconds (built-in calibration sentences).")
 @click.option("--finetune-steps", type=int, default=None,
               help="Fine-tuning budget in optimizer steps (with or instead of seconds).")
-@click.option("--finetune-lr", type=float, default=1e-4, show_default=True,
+@click.option("--finetune-lr", type=float, default=param_default(run, "finetune_lr"),
+              show_default=True,
               help="Learning rate of codebook fine-tuning.")
 @click.option("--no-eval", is_flag=True, help="Skip the fidelity measurement.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,

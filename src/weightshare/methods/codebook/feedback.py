@@ -119,8 +119,8 @@ def inverse_factor(hessian: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
 
 @torch.no_grad()
 def error_feedback(weight: torch.Tensor, hessian: torch.Tensor, books: RowCodebooks,
-                   exact: torch.Tensor | None = None, damp: float = 0.01
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+                   exact: torch.Tensor | None = None, damp: float = 0.01,
+                   act_order: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """GPTQ assignment of ``weight`` (rows, cols) to ``books``.
 
     Returns ``(codes (rows, cols / d), values (rows, cols))``: ``values`` holds the
@@ -134,6 +134,16 @@ def error_feedback(weight: torch.Tensor, hessian: torch.Tensor, books: RowCodebo
         >>> codes.tolist()  # no correlation between inputs: plain nearest entries
         [[1, 3, 0]]
     """
+    if act_order and books.dim == 1:
+        # GPTQ's "act order": the columns with the largest inputs first, while the most
+        # columns are left to absorb their error (scalar codes only: a vector's d
+        # columns must stay together)
+        perm = torch.argsort(torch.diagonal(hessian), descending=True)
+        codes, values = error_feedback(weight[:, perm], hessian[perm][:, perm], books,
+                                       None if exact is None else exact[:, perm], damp,
+                                       act_order=False)
+        inv = torch.argsort(perm)
+        return codes[:, inv], values[:, inv]
     # float32 like GPTQ: the loop is bound by memory traffic and per-op overhead, and the
     # dampened factor is well conditioned
     w = weight.float().clone()

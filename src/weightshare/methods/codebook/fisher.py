@@ -84,6 +84,18 @@ def fisher_importance(model: nn.Module, targets: list[Target], calibration: Cali
     return {t.name: s / batches for t, s in zip(chosen, sums)}
 
 
+def floored(fisher: torch.Tensor) -> torch.Tensor:
+    """Fisher importance plus its mean: what the codebook fit weights values by.
+
+    Squared gradients span many decades, and a weighted k-means ignores the values that
+    weigh nothing: on all-MiniLM-L6-v2 the few large weights of the feed-forward outputs
+    (|w| ~ 3, where most are ~ 0.05) have small gradients, and a pure Fisher fit clipped
+    them to 0.14, collapsing the model (held-out cosine 0.13). The floor keeps every
+    value in the fit while the sensitive ones still pull harder.
+    """
+    return fisher + fisher.mean()
+
+
 def _loss(out: Any, batch: Any, loss: FisherLoss | None, gen: torch.Generator) -> torch.Tensor:
     if loss is not None:
         return loss(out, batch)

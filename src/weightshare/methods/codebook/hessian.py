@@ -49,6 +49,7 @@ class _Recorder:
         self.stop_after = stop_after  # hook calls per batch after which to stop
         self.calls = 0
         self.keep: list[torch.Tensor] | None = None
+        self.last: tuple[torch.Tensor, torch.Tensor, int] | None = None
 
     def hook(self, target: Target):  # noqa: ANN201 - a forward hook
         def fn(_module: nn.Module, args: tuple, _out: Any) -> None:
@@ -57,11 +58,18 @@ class _Recorder:
                 self.keep.append(args[0])
             self.order.append((target.name, id(args[0])))
             m = self.mask
-            if m is not None and x.dim() == 3 and x.shape[:2] == m.shape:
-                x = x[m]  # (real tokens, features): padding is no data
-            x = x.reshape(-1, x.shape[-1]).double()
-            self.sums[target.name] = self.sums.get(target.name, 0) + x.T @ x
-            self.counts[target.name] = self.counts.get(target.name, 0) + x.shape[0]
+            last = self.last
+            if last is not None and last[0] is args[0]:  # same input as the layer before
+                xtx, n = last[1], last[2]  # (query, key, value): computed once
+            else:
+                if m is not None and x.dim() == 3 and x.shape[:2] == m.shape:
+                    x = x[m]  # (real tokens, features): padding is no data
+                x = x.reshape(-1, x.shape[-1]).float()
+                # float32 product per batch (the costly part), float64 running sums
+                xtx, n = (x.T @ x).double(), x.shape[0]
+                self.last = (args[0], xtx, n)
+            self.sums[target.name] = self.sums.get(target.name, 0) + xtx
+            self.counts[target.name] = self.counts.get(target.name, 0) + n
             self.calls += 1
             if self.stop_after is not None and self.calls >= self.stop_after:
                 raise _Stop
@@ -71,6 +79,7 @@ class _Recorder:
         m = batch.get("attention_mask") if isinstance(batch, dict) else None
         self.mask = None if m is None else m.bool()
         self.calls = 0
+        self.last = None
 
 
 def _record(model: nn.Module, targets: Sequence[Target], calibration: Calibration,

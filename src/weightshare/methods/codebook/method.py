@@ -17,7 +17,7 @@ from ...errors import ConfigError, DataError, ShapeError
 from .build import Layer, assign, fit_codebook, make_layer, refit, to_weight, values_per_row
 from .calibration import Calibration, input_importance
 from .config import ClusterConfig
-from .fisher import FisherLoss, fisher_importance
+from .fisher import FisherLoss, fisher_importance, floored
 from .hessian import forward_stages, input_hessians, takes_hessian
 from .vector import VectorCodebookWeight
 from .weight import CodebookWeight
@@ -60,7 +60,8 @@ def cluster_(model: nn.Module, config: ClusterConfig | None = None,
     if calibration is not None and config.weighting == "activation":
         importance = input_importance(model, targets, calibration)
     elif calibration is not None and config.weighting == "fisher":
-        importance = fisher_importance(model, targets, calibration, fisher_loss, config.seed)
+        importance = {name: floored(f) for name, f in fisher_importance(
+            model, targets, calibration, fisher_loss, config.seed).items()}
     if not config.error_feedback:
         hessians: dict[str, torch.Tensor] = {}
     elif config.sequential:

@@ -81,7 +81,7 @@ def _scatter(g: torch.Tensor, p: Problem, books: RowCodebooks, m: torch.Tensor |
 
 
 @torch.no_grad()
-def refit_codebook(codebook: torch.Tensor, problems: list[Problem], iters: int = 8
+def refit_codebook(codebook: torch.Tensor, problems: list[Problem], iters: int = 4
                    ) -> torch.Tensor:
     """Conjugate-gradient steps from ``codebook`` (G, K, d) toward the least-squares
     entries for the fixed codes of ``problems`` (the layers sharing it); float64.
