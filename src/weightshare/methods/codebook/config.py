@@ -82,6 +82,10 @@ class ClusterConfig:
     outliers: float = field(default=0.0, metadata={
         "help": "fraction of each weight's values (the most sensitive) kept exact in a sparse "
                 "side tensor, e.g. 0.001"})
+    budget: float | None = field(default=None, metadata={
+        "help": "average bits per weight, everything stored counted: each layer's code "
+                "width is chosen among bits-2..bits+2 where it costs least (Fisher "
+                "estimate; needs calibration data)"})
     shared_codebooks: tuple[str, ...] = field(default=(), metadata={
         "help": "regular expressions searched in module names: the selected layers matching "
                 "one expression share one codebook (per_tensor granularity)"})
@@ -124,6 +128,14 @@ class ClusterConfig:
             raise ConfigError("scales='per_channel' with granularity='per_channel' gives each "
                               "channel its own codebook already; use granularity='per_tensor' "
                               "(one codebook shared by the scaled channels)")
+        if self.budget is not None:
+            if isinstance(self.budget, bool) or not isinstance(self.budget, (int, float)) \
+                    or not 0 < self.budget <= 16:
+                raise ConfigError(f"budget must be a number of bits per weight in (0, 16], "
+                                  f"got {self.budget!r}")
+            if self.vector_dim != 1:
+                raise ConfigError("budget allocates scalar code widths; use vector_dim=1 "
+                                  "with a budget, or a fixed bits with vectors")
         if self.shared_codebooks and self.granularity != "per_tensor":
             raise ConfigError(f"shared_codebooks needs granularity='per_tensor' (one codebook "
                               f"per layer to share), got {self.granularity!r}")
@@ -137,11 +149,6 @@ class ClusterConfig:
     def bits_per_weight(self) -> float:
         """Code bits per weight (codebooks, scales and outliers not counted)."""
         return self.bits / self.vector_dim
-
-    @property
-    def data_aware(self) -> bool:
-        """Whether this config uses calibration data when it is given."""
-        return self.weighting != "none" or self.error_feedback
 
     @classmethod
     def recipe(cls, name: str, bits: float = 4, **overrides: Any) -> ClusterConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from functools import partial
 from typing import Any
@@ -14,6 +15,7 @@ from ...core.protocol import SharedWeight, dense_weight
 from ...core.select import Target, compile_patterns, select_targets
 from ...core.walk import Build, check_targets, share_targets
 from ...errors import ConfigError, DataError, ShapeError
+from .allocate import allocate_bits
 from .build import Layer, assign, fit_codebook, make_layer, refit, to_weight, values_per_row
 from .calibration import Calibration, input_importance
 from .config import ClusterConfig
@@ -51,8 +53,10 @@ def cluster_(model: nn.Module, config: ClusterConfig | None = None,
     check_targets(targets, reshare=RESHARE)
     _check_shapes(targets, config)
     sets = shared_sets(targets, config)
-    if calibration is None and (config.error_feedback or config.weighting == "fisher"):
-        what = "error_feedback=True" if config.error_feedback else "weighting='fisher'"
+    if calibration is None and (config.error_feedback or config.weighting == "fisher"
+                                or config.budget is not None):
+        what = ("error_feedback=True" if config.error_feedback else "weighting='fisher'"
+                if config.weighting == "fisher" else f"budget={config.budget}")
         raise DataError(f"{what} needs calibration data: pass calibration=batches (a few "
                         "dozen inputs), or use the CLI, which calibrates on built-in "
                         "sentences; or turn it off")
@@ -62,14 +66,21 @@ def cluster_(model: nn.Module, config: ClusterConfig | None = None,
     elif calibration is not None and config.weighting == "fisher":
         importance = {name: floored(f) for name, f in fisher_importance(
             model, targets, calibration, fisher_loss, config.seed).items()}
+    plan = Plan(config)
+    if config.budget is not None:
+        assert calibration is not None  # checked above
+        in_sets = {t.name for s in sets for t in s}
+        units = sets + [[t] for t in targets if t.name not in in_sets]
+        plan = Plan(config, allocate_bits(model, targets, units, config, calibration,
+                                          fisher_loss))
     if not config.error_feedback:
         hessians: dict[str, torch.Tensor] = {}
     elif config.sequential:
-        _sequential(model, targets, sets, config, importance, calibration, progress)
+        _sequential(model, targets, sets, plan, importance, calibration, progress)
         return model
     else:
         hessians = input_hessians(model, targets, calibration)  # type: ignore[arg-type]
-    _cluster_all(targets, sets, config, importance, hessians, progress)
+    _cluster_all(targets, sets, plan, importance, hessians, progress)
     return model
 
 
@@ -125,6 +136,22 @@ def _check_can_share(pattern: str, members: list[Target]) -> None:
                               "different scales; share codebooks among like layers")
 
 
+class Plan:
+    """The config of every target: ``config``, with ``bits`` replaced where a budget
+    allocated another width."""
+
+    def __init__(self, config: ClusterConfig, bits: dict[str, int] | None = None) -> None:
+        self.config = config
+        self.bits = bits or {}
+        self._cache: dict[int, ClusterConfig] = {}
+
+    def get(self, name: str) -> ClusterConfig:
+        bits = self.bits.get(name, self.config.bits)
+        if bits not in self._cache:
+            self._cache[bits] = dataclasses.replace(self.config, bits=bits, budget=None)
+        return self._cache[bits]
+
+
 def prebuilt(weight: SharedWeight, original: torch.Tensor) -> Build:
     """A build function for ``share_targets`` that returns what was built already."""
     return lambda _target: (weight, original)
@@ -136,8 +163,9 @@ def _layer(t: Target, config: ClusterConfig, importance: dict[str, torch.Tensor]
                       hessians.get(t.name), config)
 
 
-def _build_one(t: Target, config: ClusterConfig, importance: dict[str, torch.Tensor],
+def _build_one(t: Target, plan: Plan, importance: dict[str, torch.Tensor],
                hessians: dict[str, torch.Tensor]) -> tuple[SharedWeight, torch.Tensor]:
+    config = plan.get(t.name)
     with torch.no_grad():
         layer = _layer(t, config, importance, hessians)
         codebook = fit_codebook([layer], config)
@@ -146,10 +174,11 @@ def _build_one(t: Target, config: ClusterConfig, importance: dict[str, torch.Ten
         return to_weight(layer, codebook, config)
 
 
-def _build_set(members: list[Target], config: ClusterConfig,
+def _build_set(members: list[Target], plan: Plan,
                importance: dict[str, torch.Tensor], hessians: dict[str, torch.Tensor]
                ) -> list[tuple[SharedWeight, torch.Tensor]]:
     """The weights of layers sharing one codebook: one Parameter, several weights."""
+    config = plan.get(members[0].name)
     with torch.no_grad():
         layers = [_layer(t, config, importance, hessians) for t in members]
         codebook = fit_codebook(layers, config)
@@ -162,22 +191,22 @@ def _build_set(members: list[Target], config: ClusterConfig,
     return [(weight, param) for weight, _ in built]
 
 
-def _cluster_all(targets: list[Target], sets: list[list[Target]], config: ClusterConfig,
+def _cluster_all(targets: list[Target], sets: list[list[Target]], plan: Plan,
                  importance: dict[str, torch.Tensor], hessians: dict[str, torch.Tensor],
                  progress: bool | None) -> None:
     in_sets = {t.name for s in sets for t in s}
     for members in sets:
-        for t, (weight, param) in zip(members, _build_set(members, config, importance,
+        for t, (weight, param) in zip(members, _build_set(members, plan, importance,
                                                           hessians)):
             share_targets([t], prebuilt(weight, param), progress=False)
     single = [t for t in targets if t.name not in in_sets]
     if single:
-        share_targets(single, partial(_build_one, config=config, importance=importance,
+        share_targets(single, partial(_build_one, plan=plan, importance=importance,
                                       hessians=hessians), progress=progress, desc="clustering")
 
 
 def _sequential(model: nn.Module, targets: list[Target], sets: list[list[Target]],
-                config: ClusterConfig, importance: dict[str, torch.Tensor],
+                plan: Plan, importance: dict[str, torch.Tensor],
                 calibration: Calibration | None, progress: bool | None) -> None:
     """Error feedback layer after layer, each stage's inputs taken from the model with
     every earlier stage already clustered. Layers sharing a codebook get it fitted on
@@ -186,6 +215,7 @@ def _sequential(model: nn.Module, targets: list[Target], sets: list[list[Target]
     set_of = {t.name: i for i, s in enumerate(sets) for t in s}
     shared: list[tuple[list[Layer], torch.Tensor]] = []
     for s in sets:
+        config = plan.get(s[0].name)
         layers = [_layer(t, config, importance, {}) for t in s]
         shared.append((layers, fit_codebook(layers, config)))
     show = progress if progress is not None else sys.stderr.isatty()
@@ -197,19 +227,21 @@ def _sequential(model: nn.Module, targets: list[Target], sets: list[list[Target]
                                       calibration, stop_after=stop or None)
             single = [t for t in stage if t.name not in set_of]
             if single:
-                share_targets(single, partial(_build_one, config=config, importance=importance,
+                share_targets(single, partial(_build_one, plan=plan, importance=importance,
                                               hessians=hessians), progress=False)
             for t in stage:
                 if t.name in set_of:  # assign with the shared codebook, attach for now
                     layers, codebook = shared[set_of[t.name]]
                     layer = next(x for x in layers if x.name == t.name)
                     layer.hessian = hessians.get(t.name)
+                    config = plan.get(t.name)
                     with torch.no_grad():
                         assign(layer, codebook, config)
                         weight, original = to_weight(layer, codebook, config)
                     share_targets([t], prebuilt(weight, original), progress=False)
             bar.update(len(stage))
     for (layers, codebook), members in zip(shared, sets):
+        config = plan.get(members[0].name)
         with torch.no_grad():
             codebook = refit(layers, codebook, config)
             built = [to_weight(layer, codebook, config) for layer in layers]
