@@ -132,8 +132,8 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
     ``calibrate`` (default: when the model has a tokenizer) makes the clustering
     data-aware with the built-in calibration sentences, which are disjoint from the
     evaluation sentences that fidelity is measured on: ``calibration_samples`` of them
-    (default: 32, or 128 for error feedback and Fisher weighting, which estimate more
-    than a mean square per input). ``finetune_seconds`` / ``finetune_steps``: then train
+    (default: 32, or 128 for error feedback, Fisher weighting and budgets, which
+    estimate more than a mean square per input). ``finetune_seconds`` / ``finetune_steps``: then train
     the codebooks toward the original (``finetune_codebooks_``) on all built-in
     calibration sentences.
 
@@ -164,8 +164,8 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
     t0 = time.perf_counter()
     calibration = None
     if calibrate:
-        count = calibration_samples or (128 if config.error_feedback
-                                        or config.weighting == "fisher" else 32)
+        count = calibration_samples or (128 if config.error_feedback or config.weighting
+                                        == "fisher" or config.budget is not None else 32)
         calibration = calibration_batches(lm, count=count)
     cluster_(lm.model, config, calibration, progress=progress)
     t_cluster = time.perf_counter() - t0

@@ -13,7 +13,7 @@ from ..methods.codebook.config import (
     WEIGHTINGS,
     ClusterConfig,
 )
-from ..methods.codebook.recipes import RECIPES
+from ..methods.codebook.recipes import CALIBRATION_SAMPLES, RECIPES
 from ..pipeline import compress as run
 from .common import (
     common_options,
@@ -84,8 +84,9 @@ def _text(r: dict) -> str:
               help="Data-aware clustering on built-in calibration sentences (never the "
                    "evaluation ones). [default: on when the model has a tokenizer]")
 @click.option("--calibration-samples", type=int, default=None,
-              help="Calibration sentences to use [default: 32; 128 with error feedback or "
-                   "Fisher weighting].")
+              help="Calibration sentences to use [default: the recipe's (fast 32, balanced "
+                   "128, quality 512); else 32, or 128 with error feedback, Fisher weighting "
+                   "or a budget].")
 @click.option("--finetune-seconds", type=float, default=None,
               help="Then train codebooks, scales, biases and norms toward the original for "
                    "this many seconds (built-in calibration sentences).")
@@ -109,6 +110,8 @@ def compress(ctx: click.Context, model: str, recipe: str | None, bits: int,
         given = {k: v for k, v in fields.items()
                  if ctx.get_parameter_source(k) != ParameterSource.DEFAULT}
         config = ClusterConfig.recipe(recipe, bits=bits, **given)
+        if calibration_samples is None:
+            calibration_samples = CALIBRATION_SAMPLES[recipe]
     else:
         config = ClusterConfig(bits=bits, **{k: fields[k] for k in _FIELDS})  # type: ignore[arg-type]
     result = run(model, config, output, calibrate=calibrate, measure=not no_eval,

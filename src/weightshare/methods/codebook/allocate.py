@@ -20,6 +20,7 @@ taken as the mean of the rows that were used (held-out text uses other tokens).
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -34,7 +35,8 @@ from .fisher import FisherLoss, fisher_importance, floored
 from .kmeans import kmeans1d, kmeans1d_exact_batched
 
 SPREAD = 2  # candidate widths: bits - SPREAD .. bits + SPREAD
-SAMPLE = 1 << 20  # values of a large weight its loss estimate is measured on
+SAMPLE = 1 << 18  # values of a large weight its loss estimate is measured on
+FISHER_BATCHES = 4  # calibration batches the sensitivities are estimated on
 OUTLIER_BITS_EXTRA = 64  # an outlier: its value, row and column (bounded above)
 
 
@@ -58,6 +60,8 @@ def allocate_bits(model: nn.Module, targets: list[Target], units: list[list[Targ
     ``units``: targets that must share one width (a shared codebook), the rest alone.
     """
     assert config.budget is not None
+    if not callable(calibration):  # a rough estimate does: the first few batches
+        calibration = list(itertools.islice(iter(calibration), FISHER_BATCHES))
     fisher = fisher_importance(model, targets, calibration, fisher_loss, config.seed)
     lo, hi = max(1, config.bits - SPREAD), min(8, config.bits + SPREAD)
     widths = list(range(lo, hi + 1))
