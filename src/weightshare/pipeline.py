@@ -133,9 +133,9 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
     data-aware with the built-in calibration sentences, which are disjoint from the
     evaluation sentences that fidelity is measured on: ``calibration_samples`` of them
     (default: 32, or 128 for error feedback, Fisher weighting and budgets, which
-    estimate more than a mean square per input). ``finetune_seconds`` / ``finetune_steps``: then train
-    the codebooks toward the original (``finetune_codebooks_``) on all built-in
-    calibration sentences.
+    estimate more than a mean square per input). ``finetune_seconds`` /
+    ``finetune_steps``: then train the codebooks toward the original
+    (``finetune_codebooks_``) on all built-in calibration sentences.
 
     Example:
         >>> summary = compress("minilm", ClusterConfig(bits=4), "m.safetensors")  # doctest: +SKIP
