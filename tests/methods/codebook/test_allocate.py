@@ -14,7 +14,7 @@ from weightshare.errors import ConfigError, DataError
 
 
 def bits_per_weight(model: nn.Module) -> float:
-    rows = [r for r in ws.inspect(model).rows if r.scheme == "codebook"]
+    rows = [r for r in ws.inspect(model).rows if r.scheme in ("codebook", "vector_codebook")]
     return 8 * sum(r.stored_bytes for r in rows) / sum(math.prod(r.shape) for r in rows)
 
 
@@ -63,3 +63,20 @@ def test_budget_errors():
     with pytest.raises(ConfigError, match="below what"):
         ws.cluster_(two_layer_model(), ws.ClusterConfig(bits=3, budget=0.5, min_size=0),
                     [torch.randn(8, 64)])
+
+
+def test_embedding_tables_may_become_vector_codes_within_the_budget():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(4096, 64), nn.Linear(64, 64), nn.Tanh(),
+                          nn.Linear(64, 64))
+    with torch.no_grad():  # every 8 consecutive values of a row: one of 256 8-vectors
+        blocks = torch.randn(256, 8)
+        model[0].weight.copy_(blocks[torch.randint(0, 256, (4096 * 8,))].reshape(4096, 64))
+    calib = [torch.randint(0, 4096, (16, 8)) for _ in range(2)]
+    ws.cluster_(model, ws.ClusterConfig(bits=3, budget=2.0, min_size=0), calib,
+                progress=False)
+    assert bits_per_weight(model) <= 2.0
+    kinds = {r.name: r.scheme for r in ws.inspect(model).rows}
+    assert kinds["0.weight"] == "vector_codebook"
+    weight = model[0].parametrizations.weight[0]
+    assert (weight.bits, weight.vector_dim) == (8, 8)

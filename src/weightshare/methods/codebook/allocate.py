@@ -4,7 +4,8 @@ per weight (everything stored counted), spending bits where they buy the most.
 Layers differ in how much their quantization error costs: on all-MiniLM-L6-v2 the word
 embedding (half of the weights) loses less at 3 bits than the feed-forward layers at 4.
 ``ClusterConfig(budget=B)`` chooses each layer's bits among ``bits - 2 .. bits + 2``
-(1..8) to minimise the estimated loss increase
+(1..8), and for embedding tables also 8-bit codes of 8- or 4-vectors (1 or 2 bits per
+weight) below ``bits``, to minimise the estimated loss increase
 
     sum over layers of  sum_ij F_ij (w_ij - q_b(w_ij))^2
 
@@ -33,18 +34,23 @@ from .calibration import Calibration
 from .config import ClusterConfig, group_size_for
 from .fisher import FisherLoss, fisher_importance, floored
 from .kmeans import kmeans1d, kmeans1d_exact_batched
+from .kmeans.vector import kmeans_nd
+
+Option = tuple[int, int]  # (code bits, vector_dim)
 
 SPREAD = 2  # candidate widths: bits - SPREAD .. bits + SPREAD
 SAMPLE = 1 << 18  # values of a large weight its loss estimate is measured on
 FISHER_BATCHES = 4  # calibration batches the sensitivities are estimated on
 OUTLIER_BITS_EXTRA = 64  # an outlier: its value, row and column (bounded above)
+VECTOR_OPTIONS = (8, 4)  # vector_dim of the 8-bit vector candidates of embedding tables
 
 
-def stored_bits(numel: int, rows: int, bits: int, config: ClusterConfig,
+def stored_bits(numel: int, rows: int, option: Option, config: ClusterConfig,
                 dtype_bits: int = 32) -> float:
-    """Bits a weight of ``numel`` values (``rows`` channels) stores at ``bits`` per code."""
+    """Bits a weight of ``numel`` values (``rows`` channels) stores with ``option``."""
+    bits, d = option
     groups = rows // group_size_for(config.granularity, rows, config.group_size)
-    total = numel * bits + groups * (1 << bits) * dtype_bits
+    total = numel // d * bits + groups * (1 << bits) * d * dtype_bits
     if config.scales != "none":
         total += rows * dtype_bits
     if config.outliers > 0:
@@ -52,38 +58,55 @@ def stored_bits(numel: int, rows: int, bits: int, config: ClusterConfig,
     return float(total)
 
 
+def options_for(t: Target, w: torch.Tensor, config: ClusterConfig) -> list[Option]:
+    """Candidate (code bits, vector_dim) of one weight: scalar widths around ``bits``;
+    embedding tables (no layer input, so no error feedback) also as vectors of 8 or 4
+    weights per 8-bit code (1 or 2 bits per weight), which code lookups far better than
+    1- or 2-bit scalars."""
+    lo, hi = max(1, config.bits - SPREAD), min(8, config.bits + SPREAD)
+    out: list[Option] = [(b, 1) for b in range(lo, hi + 1)]
+    per_row = w.numel() // w.shape[t.axis]
+    if isinstance(t.module, nn.Embedding):
+        out += [(8, d) for d in VECTOR_OPTIONS if per_row % d == 0 and 8 / d < config.bits]
+    return out
+
+
 def allocate_bits(model: nn.Module, targets: list[Target], units: list[list[Target]],
                   config: ClusterConfig, calibration: Calibration,
-                  fisher_loss: FisherLoss | None = None) -> dict[str, int]:
-    """{target name: code bits} meeting ``config.budget`` bits per weight over ``targets``.
+                  fisher_loss: FisherLoss | None = None) -> dict[str, Option]:
+    """{target name: (code bits, vector_dim)} meeting ``config.budget`` bits per weight
+    over ``targets``.
 
-    ``units``: targets that must share one width (a shared codebook), the rest alone.
+    ``units``: targets that must share one option (a shared codebook), the rest alone.
     """
     assert config.budget is not None
     if not callable(calibration):  # a rough estimate does: the first few batches
         calibration = list(itertools.islice(iter(calibration), FISHER_BATCHES))
-    fisher = fisher_importance(model, targets, calibration, fisher_loss, config.seed)
-    lo, hi = max(1, config.bits - SPREAD), min(8, config.bits + SPREAD)
-    widths = list(range(lo, hi + 1))
+    fisher = fisher_importance(model, targets, calibration, fisher_loss, config.seed,
+                               embeddings=True)
     total_values = sum(dense_weight(t.module).numel() for t in targets)
     budget = config.budget * total_values
-    # per unit: loss estimate and stored bits of every width
-    table: list[tuple[list[Target], list[float], list[float]]] = []
+    # per unit: its options, and the loss estimate and stored bits of each
+    table: list[tuple[list[Target], list[Option], list[float], list[float]]] = []
     for unit in units:
-        losses = [0.0] * len(widths)
-        costs = [0.0] * len(widths)
+        first = dense_weight(unit[0].module).detach()
+        opts = options_for(unit[0], first, config)
+        if len(unit) > 1:  # a shared codebook: one scalar width for all its layers
+            opts = [o for o in opts if o[1] == 1]
+        losses = [0.0] * len(opts)
+        costs = [0.0] * len(opts)
         for t in unit:
             w = dense_weight(t.module).detach()
             sens = _sensitivity(t, w, fisher.get(t.name))
             rows = w.shape[t.axis]
-            for i, b in enumerate(widths):
-                losses[i] += _loss(w, t.axis, sens, b, config)
-                costs[i] += stored_bits(w.numel(), rows, b, config,
-                                        torch.finfo(w.dtype).bits)
-        table.append((unit, losses, costs))
-    if sum(min(c) for _, _, c in table) > budget:
-        raise ConfigError(f"budget {config.budget} bits per weight is below what {lo}-bit "
-                          f"codes store with their codebooks; raise the budget or lower bits")
+            for i, opt in enumerate(opts):
+                losses[i] += _loss(w, t.axis, sens, opt, config)
+                costs[i] += stored_bits(w.numel(), rows, opt, config, torch.finfo(w.dtype).bits)
+        table.append((unit, opts, losses, costs))
+    if sum(min(c) for *_, c in table) > budget:
+        raise ConfigError(f"budget {config.budget} bits per weight is below what the "
+                          "narrowest codes store with their codebooks; raise the budget or "
+                          "lower bits")
     price_lo, price_hi = 0.0, 1.0
     while _spend(table, price_hi)[1] > budget:  # a price high enough to meet the budget
         price_hi *= 4
@@ -94,12 +117,12 @@ def allocate_bits(model: nn.Module, targets: list[Target], units: list[list[Targ
         else:
             price_hi = mid
     choice, _ = _spend(table, price_hi)
-    return {t.name: widths[i] for (unit, _, _), i in zip(table, choice) for t in unit}
+    return {t.name: opts[i] for (unit, opts, _, _), i in zip(table, choice) for t in unit}
 
 
 def _spend(table: list, price: float) -> tuple[list[int], float]:
     choice, spent = [], 0.0
-    for _unit, losses, costs in table:
+    for _unit, _opts, losses, costs in table:
         i = min(range(len(losses)), key=lambda j: losses[j] + price * costs[j])
         choice.append(i)
         spent += costs[i]
@@ -120,9 +143,10 @@ def _sensitivity(t: Target, w: torch.Tensor, fisher: torch.Tensor | None) -> tor
     return floored(f)
 
 
-def _loss(w: torch.Tensor, axis: int, sens: torch.Tensor, bits: int,
+def _loss(w: torch.Tensor, axis: int, sens: torch.Tensor, option: Option,
           config: ClusterConfig) -> float:
-    """sum F (w - q)^2 for the k-means codebook of ``bits`` (outliers kept exact)."""
+    """sum F (w - q)^2 for the k-means codebook of ``option`` (outliers kept exact)."""
+    bits, d = option
     rows = w.shape[axis]
     v = w.movedim(axis, 0).reshape(rows, -1).double()
     if config.outliers > 0:
@@ -140,7 +164,10 @@ def _loss(w: torch.Tensor, axis: int, sens: torch.Tensor, bits: int,
         idx = (pick.unsqueeze(1) * gs + torch.arange(gs)).reshape(-1)
         scale = rows / idx.numel()
         v, sens, rows = v[idx], sens[idx], idx.numel()
-    if gs == rows or gs >= rows:
+    if d > 1:  # vectors: one codebook over the sample (per_tensor)
+        cent, codes = kmeans_nd(v.reshape(-1, d), 1 << bits, sens.reshape(-1, d), max_iter=10)
+        err = (v.reshape(-1, d) - cent[codes]).reshape(-1)
+    elif gs >= rows:
         cent, codes = kmeans1d(v.reshape(-1), 1 << bits, weights=sens.reshape(-1))
         err = v.reshape(-1) - cent.double()[codes]
     else:

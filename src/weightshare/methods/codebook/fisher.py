@@ -38,9 +38,12 @@ FisherLoss = Callable[[Any, Any], torch.Tensor]
 
 
 def fisher_importance(model: nn.Module, targets: list[Target], calibration: Calibration,
-                      loss: FisherLoss | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+                      loss: FisherLoss | None = None, seed: int = 0,
+                      embeddings: bool = False) -> dict[str, torch.Tensor]:
     """{target name: mean over batches of (d loss / d weight)^2}, weight-shaped float64,
-    for dense Linear / Conv / Conv1D targets (embeddings: none, see ``cluster_``).
+    for dense Linear / Conv / Conv1D targets, and embedding tables with ``embeddings``
+    (whose rows of tokens the calibration never used get 0; the codebook fit leaves
+    embeddings unweighted for that reason).
 
     Example:
         >>> lin = torch.nn.Sequential(torch.nn.Linear(2, 1, bias=False))
@@ -54,7 +57,7 @@ def fisher_importance(model: nn.Module, targets: list[Target], calibration: Cali
     if callable(calibration):
         raise DataError("weighting='fisher' needs calibration batches (an iterable), not a "
                         "callable; pass a list of batches")
-    chosen = [t for t in targets if not isinstance(t.module, nn.Embedding)
+    chosen = [t for t in targets if (embeddings or not isinstance(t.module, nn.Embedding))
               and shared_of(t.module, "weight") is None]
     if not chosen:
         return {}

@@ -137,19 +137,21 @@ def _check_can_share(pattern: str, members: list[Target]) -> None:
 
 
 class Plan:
-    """The config of every target: ``config``, with ``bits`` replaced where a budget
-    allocated another width."""
+    """The config of every target: ``config``, with ``bits`` and ``vector_dim`` replaced
+    where a budget allocated another option."""
 
-    def __init__(self, config: ClusterConfig, bits: dict[str, int] | None = None) -> None:
+    def __init__(self, config: ClusterConfig,
+                 options: dict[str, tuple[int, int]] | None = None) -> None:
         self.config = config
-        self.bits = bits or {}
-        self._cache: dict[int, ClusterConfig] = {}
+        self.options = options or {}
+        self._cache: dict[tuple[int, int], ClusterConfig] = {}
 
     def get(self, name: str) -> ClusterConfig:
-        bits = self.bits.get(name, self.config.bits)
-        if bits not in self._cache:
-            self._cache[bits] = dataclasses.replace(self.config, bits=bits, budget=None)
-        return self._cache[bits]
+        opt = self.options.get(name, (self.config.bits, self.config.vector_dim))
+        if opt not in self._cache:
+            self._cache[opt] = dataclasses.replace(self.config, bits=opt[0], vector_dim=opt[1],
+                                                   budget=None)
+        return self._cache[opt]
 
 
 def prebuilt(weight: SharedWeight, original: torch.Tensor) -> Build:
