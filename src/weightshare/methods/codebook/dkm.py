@@ -47,7 +47,9 @@ class DKMWeight(nn.Module):
         self.centroids = nn.Parameter(codebook.detach().reshape(-1).clone())
         gaps = codebook.detach().reshape(-1).sort().values.diff()
         spacing = float(gaps[gaps > 0].mean()) if bool((gaps > 0).any()) else 1.0
-        self.tau0 = 0.5 * spacing ** 2
+        # a value on an entry weighs its neighbour e^-20 against it: the soft weight starts
+        # as the hard one except near cluster boundaries, and hardens from there
+        self.tau0 = spacing ** 2 / 20
         self.tau = self.tau0
 
     def soft(self, master: torch.Tensor) -> torch.Tensor:
