@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import math
 import os
 import re
@@ -45,6 +46,7 @@ import weightshare as ws
 from weightshare.analysis.fidelity import embed, embedding_fidelity
 from weightshare.core.batches import as_batches
 from weightshare.data.sentences import calibration_sentences, eval_sentences
+from weightshare.methods.codebook.recipes import CALIBRATION_SAMPLES
 from weightshare.models import load_model
 from weightshare.train.distill import cosine_loss
 
@@ -54,29 +56,40 @@ EMB = ("word_embeddings",)
 
 
 def ws_rows(bits: int) -> list[tuple[str, list[ws.ClusterConfig] | str]]:
-    """(name, configs applied in order) of every weightshare row at ``bits`` per weight."""
+    """(name, configs applied in order, or a recipe name) of every weightshare row."""
     C = ws.ClusterConfig  # noqa: N806
     rows: list[tuple[str, Any]] = [
-        ("weightshare exact", [C(bits=bits)]),
-        ("weightshare +activation", [C(bits=bits, weighting="activation")]),
+        ("weightshare exact (no calibration)", [C(bits=bits)]),
+        ("weightshare recipe fast", "fast"),
         ("weightshare +scales", [C(bits=bits, scales="per_channel")]),
         ("weightshare +fisher", [C(bits=bits, weighting="fisher")]),
         ("weightshare +error_feedback", [C(bits=bits, error_feedback=True)]),
-        ("weightshare +EF +sequential", [C(bits=bits, error_feedback=True, sequential=True)]),
         ("weightshare +EF +outliers 0.1%", [C(bits=bits, error_feedback=True, outliers=0.001)]),
-        ("weightshare +EF +fisher", [C(bits=bits, error_feedback=True, weighting="fisher")]),
+        ("weightshare +EF +fisher +outliers 0.1%", [
+            C(bits=bits, error_feedback=True, weighting="fisher", outliers=0.001)]),
         ("weightshare +EF per_group 16", [
             C(bits=bits, include=EMB), C(bits=bits, error_feedback=True,
                                          granularity="per_group", exclude=EMB)]),
         ("weightshare +EF vector d=2", [C(bits=2 * bits, vector_dim=2, error_feedback=True)]),
         ("weightshare +EF cross-layer FFN codebooks", [
             C(bits=bits, error_feedback=True, scales="per_channel", shared_codebooks=FFN)]),
+        ("weightshare +EF +budget (allocation)", [
+            C(bits=bits, error_feedback=True, budget=float(bits))]),
+        ("weightshare recipe balanced", "balanced"),
+        ("weightshare recipe quality", "quality"),
     ]
+    if bits != 3:  # sequential costs a partial pass per stage: at the ends of the range only
+        rows.insert(5, ("weightshare +EF +sequential", [
+            C(bits=bits, error_feedback=True, sequential=True)]))
     if bits == 2:
-        rows.append(("weightshare +EF vector d=4", [C(bits=8, vector_dim=4,
-                                                      error_feedback=True)]))
-    rows += [(f"weightshare recipe {r}", r) for r in ("fast", "balanced", "quality")]
+        rows.insert(-3, ("weightshare +EF vector d=4", [
+            C(bits=8, vector_dim=4, error_feedback=True)]))
     return rows
+
+
+def calibration_count(spec: list[ws.ClusterConfig] | str, default: int) -> int:
+    """Sentences a row calibrates on: a recipe's own count, else ``--calibration``."""
+    return CALIBRATION_SAMPLES[spec] if isinstance(spec, str) else default
 
 
 # ------------------------------------------------------------------- coremltools
@@ -175,8 +188,7 @@ class Bench:
         self.sentences = eval_sentences()
         self.reference = embed(self.base.model, self.tok, self.sentences)
         self.dense_bytes = ws.inspect(self.base.model).dense_bytes
-        self.calib = as_batches(calibration_sentences()[:args.calibration], self.tok,
-                                batch_size=32)
+        self.calibs: dict[int, list[dict]] = {}
         self.rows: list[dict] = []
         self.tmp = tempfile.mkdtemp()
 
@@ -190,6 +202,13 @@ class Bench:
         print(f"{tool:<46} {bits}b {seconds:7.1f} s {nbytes / 2**20:6.2f} MiB "
               f"{bpw:6.3f} b/w  cos {fid['cosine_mean']:.4f} (min {fid['cosine_min']:.3f})"
               f"  top1 {fid['top1_agreement']:.3f}", flush=True)
+
+    def calib(self, count: int) -> list[dict]:
+        """The first ``count`` calibration sentences, tokenised in batches of 32."""
+        if count not in self.calibs:
+            self.calibs[count] = as_batches(calibration_sentences()[:count], self.tok,
+                                            batch_size=32)
+        return self.calibs[count]
 
     def wanted(self, name: str) -> bool:
         return self.args.only is None or re.search(self.args.only, name) is not None
@@ -205,28 +224,32 @@ class Bench:
     def run_ws(self, name: str, bits: int, spec: list[ws.ClusterConfig] | str) -> Any:
         configs = [ws.ClusterConfig.recipe(spec, bits=bits)] if isinstance(spec, str) else spec
         model = copy.deepcopy(self.base.model)
-        cal = None if name == "weightshare exact" else self.calib  # the one row without data
+        count = 0 if "no calibration" in name else calibration_count(spec,
+                                                                      self.args.calibration)
+        cal = self.calib(count) if count else None
         t0 = time.perf_counter()
         for cfg in configs:
             ws.cluster_(model, cfg, cal, progress=False)
         seconds = time.perf_counter() - t0
         nbytes, bpw = self.ws_file(model, f"{name}{bits}")
         self.record(name, bits, seconds, nbytes, bpw, model, "file bytes",
-                    configs=[c.to_dict() for c in configs])
+                    configs=[c.to_dict() for c in configs], calibration=count)
         return model
 
     def run_coreml(self, name: str, bits: int, module_cfg: dict, tool: str) -> None:
         model = copy.deepcopy(self.base.model)
         t0 = time.perf_counter()
+        count = self.args.calibration if tool == "skm" else 0
         try:
-            out = coreml_compress(model, module_cfg, tool, self.calib)
+            out = coreml_compress(model, module_cfg, tool, self.calib(count) if count else [])
         except Exception as exc:  # a peer failing is a result too
             print(f"{name:<46} {bits}b failed: {type(exc).__name__}: {str(exc)[:120]}")
             self.rows.append({"tool": name, "bits": bits, "failed": f"{exc}"[:300]})
             return
         seconds = time.perf_counter() - t0
         nbytes, bpw = coreml_bits(out)
-        self.record(name, bits, seconds, nbytes, bpw, out, "ideal packed bytes")
+        self.record(name, bits, seconds, nbytes, bpw, out, "ideal packed bytes",
+                    calibration=count)
 
     def post_training(self, bits: int) -> None:
         if not self.args.skip_coreml:
@@ -243,8 +266,8 @@ class Bench:
         if self.wanted(name):
             model = copy.deepcopy(self.base.model)
             t0 = time.perf_counter()
-            ws.cluster_(model, ws.ClusterConfig.recipe("quality", bits=bits), self.calib,
-                        progress=False)
+            ws.cluster_(model, ws.ClusterConfig.recipe("quality", bits=bits),
+                        self.calib(CALIBRATION_SAMPLES["quality"]), progress=False)
             t_cluster = time.perf_counter() - t0
             ws.finetune_codebooks_(model, self.base.model, texts, seconds=seconds,
                                    tokenizer=self.tok, progress=False)
@@ -337,7 +360,8 @@ def main() -> None:
     parser.add_argument("--bits", type=int, nargs="+", default=[4, 3, 2])
     parser.add_argument("--only", default=None, help="regex: run only rows whose name matches")
     parser.add_argument("--calibration", type=int, default=128,
-                        help="calibration sentences (both tools)")
+                        help="calibration sentences of SKM and of the single-method rows "
+                             "(recipes use their own: fast 32, balanced 128, quality 512)")
     parser.add_argument("--finetune-seconds", type=float, default=None,
                         help="also run the fine-tuned rows with this budget each")
     parser.add_argument("--skip-coreml", action="store_true")
@@ -345,10 +369,12 @@ def main() -> None:
     parser.add_argument("--plot", default=None, help="PNG of fidelity vs bits per weight")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    logging.disable(logging.INFO)  # coremltools logs every layer
     bench = Bench(args)
     print(f"all-MiniLM-L6-v2: {bench.dense_bytes / 2**20:.2f} MiB fp32, "
           f"{len(bench.sentences)} held-out sentences, {args.calibration} calibration "
-          f"sentences, torch threads {torch.get_num_threads()}", flush=True)
+          f"sentences (SKM, single methods), torch threads {torch.get_num_threads()}",
+          flush=True)
     for bits in args.bits:
         if args.finetune_seconds:
             bench.finetuned(bits, args.finetune_seconds)

@@ -39,8 +39,8 @@ from .kmeans.vector import kmeans_nd
 Option = tuple[int, int]  # (code bits, vector_dim)
 
 SPREAD = 2  # candidate widths: bits - SPREAD .. bits + SPREAD
-SAMPLE = 1 << 18  # values of a large weight its loss estimate is measured on
-FISHER_BATCHES = 4  # calibration batches the sensitivities are estimated on
+SAMPLE = 1 << 16  # values of a large weight its loss estimate is measured on
+FISHER_BATCHES = 2  # calibration batches the sensitivities are estimated on
 OUTLIER_BITS_EXTRA = 64  # an outlier: its value, row and column (bounded above)
 VECTOR_OPTIONS = (8, 4)  # vector_dim of the 8-bit vector candidates of embedding tables
 
@@ -97,10 +97,10 @@ def allocate_bits(model: nn.Module, targets: list[Target], units: list[list[Targ
         costs = [0.0] * len(opts)
         for t in unit:
             w = dense_weight(t.module).detach()
-            sens = _sensitivity(t, w, fisher.get(t.name))
             rows = w.shape[t.axis]
+            v, sens, scale = _sample(w, t.axis, _sensitivity(t, w, fisher.get(t.name)), config)
             for i, opt in enumerate(opts):
-                losses[i] += _loss(w, t.axis, sens, opt, config)
+                losses[i] += scale * _loss(v, sens, opt, config)
                 costs[i] += stored_bits(w.numel(), rows, opt, config, torch.finfo(w.dtype).bits)
         table.append((unit, opts, losses, costs))
     if sum(min(c) for *_, c in table) > budget:
@@ -143,29 +143,43 @@ def _sensitivity(t: Target, w: torch.Tensor, fisher: torch.Tensor | None) -> tor
     return floored(f)
 
 
-def _loss(w: torch.Tensor, axis: int, sens: torch.Tensor, option: Option,
-          config: ClusterConfig) -> float:
-    """sum F (w - q)^2 for the k-means codebook of ``option`` (outliers kept exact)."""
-    bits, d = option
+def _sample(w: torch.Tensor, axis: int, sens: torch.Tensor, config: ClusterConfig
+            ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(values, sensitivities, scale): the (rows, values per row) view of a weight with its
+    outliers' sensitivity zeroed (they are exact), cut to a seeded sample of at most
+    ``SAMPLE`` values in whole row groups; ``scale`` = full size / sample size."""
     rows = w.shape[axis]
     v = w.movedim(axis, 0).reshape(rows, -1).double()
-    if config.outliers > 0:
-        count = max(1, round(config.outliers * v.numel()))
-        top = torch.topk((sens * v * v).reshape(-1), count).indices
-        keep = torch.ones(v.numel(), dtype=torch.bool)
-        keep[top] = False
-        sens = sens * keep.reshape(v.shape)
+    # sampling unit: one codebook's rows (per_group / per_channel), else single rows
     gs = group_size_for(config.granularity, rows, config.group_size)
+    gs = 1 if gs == rows else gs
     scale = 1.0
-    if v.numel() > SAMPLE:  # estimate on a seeded sample of whole row groups
+    if v.numel() > SAMPLE:
         groups = rows // gs
         keep_groups = max(1, SAMPLE * groups // v.numel())
         pick = torch.randperm(groups, generator=torch.Generator().manual_seed(0))[:keep_groups]
         idx = (pick.unsqueeze(1) * gs + torch.arange(gs)).reshape(-1)
         scale = rows / idx.numel()
-        v, sens, rows = v[idx], sens[idx], idx.numel()
+        v, sens = v[idx], sens[idx]
+    if config.outliers > 0:
+        count = max(1, round(config.outliers * v.numel()))
+        top = torch.topk((sens * v * v).reshape(-1), count).indices
+        sens = sens.reshape(-1).clone()
+        sens[top] = 0
+        sens = sens.reshape(v.shape)
+    return v, sens, scale
+
+
+def _loss(v: torch.Tensor, sens: torch.Tensor, option: Option, config: ClusterConfig
+          ) -> float:
+    """sum F (w - q)^2 of the (sampled) values ``v`` for the k-means codebook of
+    ``option``."""
+    bits, d = option
+    rows = v.shape[0]
+    gs = rows if config.granularity == "per_tensor" else group_size_for(
+        config.granularity, rows, config.group_size)
     if d > 1:  # vectors: one codebook over the sample (per_tensor)
-        cent, codes = kmeans_nd(v.reshape(-1, d), 1 << bits, sens.reshape(-1, d), max_iter=10)
+        cent, codes = kmeans_nd(v.reshape(-1, d), 1 << bits, sens.reshape(-1, d), max_iter=6)
         err = (v.reshape(-1, d) - cent[codes]).reshape(-1)
     elif gs >= rows:
         cent, codes = kmeans1d(v.reshape(-1), 1 << bits, weights=sens.reshape(-1))
@@ -174,4 +188,4 @@ def _loss(w: torch.Tensor, axis: int, sens: torch.Tensor, option: Option,
         vg, sg = v.reshape(rows // gs, -1), sens.reshape(rows // gs, -1)
         cent, codes = kmeans1d_exact_batched(vg, 1 << bits, sg)
         err = (vg - cent.gather(1, codes)).reshape(-1)
-    return scale * float((sens.reshape(-1) * err * err).sum())
+    return float((sens.reshape(-1) * err * err).sum())
