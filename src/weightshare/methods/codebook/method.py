@@ -66,21 +66,20 @@ def cluster_(model: nn.Module, config: ClusterConfig | None = None,
     elif calibration is not None and config.weighting == "fisher":
         importance = {name: floored(f) for name, f in fisher_importance(
             model, targets, calibration, fisher_loss, config.seed).items()}
+    hessians: dict[str, torch.Tensor] = {}
+    if config.error_feedback:  # sequential mode measures them again, stage by stage
+        hessians = input_hessians(model, targets, calibration)  # type: ignore[arg-type]
     plan = Plan(config)
     if config.budget is not None:
         assert calibration is not None  # checked above
         in_sets = {t.name for s in sets for t in s}
         units = sets + [[t] for t in targets if t.name not in in_sets]
         plan = Plan(config, allocate_bits(model, targets, units, config, calibration,
-                                          fisher_loss))
-    if not config.error_feedback:
-        hessians: dict[str, torch.Tensor] = {}
-    elif config.sequential:
+                                          fisher_loss, hessians))
+    if config.sequential:
         _sequential(model, targets, sets, plan, importance, calibration, progress)
-        return model
     else:
-        hessians = input_hessians(model, targets, calibration)  # type: ignore[arg-type]
-    _cluster_all(targets, sets, plan, importance, hessians, progress)
+        _cluster_all(targets, sets, plan, importance, hessians, progress)
     return model
 
 
