@@ -31,6 +31,7 @@ import copy
 import json
 import logging
 import math
+import multiprocessing
 import os
 import re
 import sys
@@ -180,6 +181,39 @@ def coreml_bits(model: torch.nn.Module) -> tuple[int, float]:
 # ------------------------------------------------------------------- the run
 
 
+def coreml_row(queue: Any, name: str, bits: int, module_cfg: dict, tool: str, count: int,
+               reference: torch.Tensor, dense_bytes: int) -> None:
+    """A coremltools row in a child process: compress a fresh model, measure, put the row
+    in ``queue``. The seconds are the compress call (with calibration for SKM)."""
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.INFO)
+    base = load_model("minilm")
+    calib = as_batches(calibration_sentences()[:count], base.tokenizer, batch_size=32) \
+        if count else []
+    t0 = time.perf_counter()
+    try:
+        out = coreml_compress(base.model, module_cfg, tool, calib)
+    except Exception as exc:  # a peer failing is a result too
+        print(f"{name:<46} {bits}b failed: {type(exc).__name__}: {str(exc)[:120]}", flush=True)
+        queue.put({"tool": name, "bits": bits, "failed": f"{type(exc).__name__}: {exc}"[:300]})
+        return
+    seconds = time.perf_counter() - t0
+    nbytes, bpw = coreml_bits(out)
+    fid = embedding_fidelity(reference, embed(out, base.tokenizer, eval_sentences()))
+    row = {"tool": name, "bits": bits, "seconds": seconds, "bytes": nbytes,
+           "ratio": dense_bytes / nbytes, "bits_per_weight": bpw, **fid,
+           "note": "ideal packed bytes", "calibration": count}
+    print_row(row)
+    queue.put(row)
+
+
+def print_row(row: dict) -> None:
+    print(f"{row['tool']:<46} {row['bits']}b {row['seconds']:7.1f} s "
+          f"{row['bytes'] / 2**20:6.2f} MiB {row['bits_per_weight']:6.3f} b/w  "
+          f"cos {row['cosine_mean']:.4f} (min {row['cosine_min']:.3f})  "
+          f"top1 {row['top1_agreement']:.3f}", flush=True)
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -199,9 +233,7 @@ class Bench:
                "ratio": self.dense_bytes / nbytes, "bits_per_weight": bpw, **fid,
                "note": note, **extra}
         self.rows.append(row)
-        print(f"{tool:<46} {bits}b {seconds:7.1f} s {nbytes / 2**20:6.2f} MiB "
-              f"{bpw:6.3f} b/w  cos {fid['cosine_mean']:.4f} (min {fid['cosine_min']:.3f})"
-              f"  top1 {fid['top1_agreement']:.3f}", flush=True)
+        print_row(row)
 
     def calib(self, count: int) -> list[dict]:
         """The first ``count`` calibration sentences, tokenised in batches of 32."""
@@ -237,19 +269,31 @@ class Bench:
         return model
 
     def run_coreml(self, name: str, bits: int, module_cfg: dict, tool: str) -> None:
-        model = copy.deepcopy(self.base.model)
-        t0 = time.perf_counter()
+        """One coremltools row, in a fresh process (spawned: forking after torch has run
+        threads deadlocks), stopped and recorded as such past ``--peer-timeout`` s."""
         count = self.args.calibration if tool == "skm" else 0
-        try:
-            out = coreml_compress(model, module_cfg, tool, self.calib(count) if count else [])
-        except Exception as exc:  # a peer failing is a result too
-            print(f"{name:<46} {bits}b failed: {type(exc).__name__}: {str(exc)[:120]}")
-            self.rows.append({"tool": name, "bits": bits, "failed": f"{exc}"[:300]})
-            return
-        seconds = time.perf_counter() - t0
-        nbytes, bpw = coreml_bits(out)
-        self.record(name, bits, seconds, nbytes, bpw, out, "ideal packed bytes",
-                    calibration=count)
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue()
+        child = ctx.Process(target=coreml_row, args=(queue, name, bits, module_cfg, tool,
+                                                     count, self.reference, self.dense_bytes))
+        child.start()
+        t0 = time.perf_counter()
+        row = None
+        while row is None and time.perf_counter() - t0 < self.args.peer_timeout:
+            try:
+                row = queue.get(timeout=5)
+            except Exception:  # queue.Empty: still running
+                if not child.is_alive():
+                    break
+        if row is None:
+            child.kill()
+            row = {"tool": name, "bits": bits, "seconds": time.perf_counter() - t0,
+                   "failed": f"did not finish in {self.args.peer_timeout:.0f} s"
+                   if child.exitcode is None or child.exitcode < 0 else
+                   f"exit {child.exitcode}"}
+            print(f"{name:<46} {bits}b {row['failed']}", flush=True)
+        child.join()
+        self.rows.append(row)
 
     def post_training(self, bits: int) -> None:
         if not self.args.skip_coreml:
@@ -275,6 +319,8 @@ class Bench:
             nbytes, bpw = self.ws_file(model, f"ft{bits}")
             self.record(name, bits, time.perf_counter() - t0, nbytes, bpw, model,
                         "file bytes", cluster_seconds=t_cluster, finetune_seconds=seconds)
+        if bits not in self.args.dkm_bits:
+            return
         name = "weightshare DKM (binned)"
         if self.wanted(name):
             model = copy.deepcopy(self.base.model)
@@ -364,7 +410,11 @@ def main() -> None:
                              "(recipes use their own: fast 32, balanced 128, quality 512)")
     parser.add_argument("--finetune-seconds", type=float, default=None,
                         help="also run the fine-tuned rows with this budget each")
+    parser.add_argument("--dkm-bits", type=int, nargs="*", default=[3],
+                        help="bits at which the fine-tuned rows include the two DKMs")
     parser.add_argument("--skip-coreml", action="store_true")
+    parser.add_argument("--peer-timeout", type=float, default=1200,
+                        help="stop a coremltools row after this many seconds")
     parser.add_argument("--out", default="benchmarks/results/minilm.json")
     parser.add_argument("--plot", default=None, help="PNG of fidelity vs bits per weight")
     args = parser.parse_args()
