@@ -43,7 +43,7 @@ from weightshare.models import load_model
 from weightshare.pipeline import suggest
 from weightshare.train.distill import distill_
 
-SCOPES = {"block": None, "attention": "attention", "ffn": "intermediate|output"}
+SCOPES = {"block": None, "attention": "attention", "ffn": r"^(intermediate|output)\."}
 MIDDLE = {"scope": "attention", "layers": "1..4", "strategy": "all"}  # chosen layers
 
 

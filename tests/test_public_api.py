@@ -13,8 +13,36 @@ def test_public_names():
         "distill_", "finetune_codebooks_", "find_ties", "inspect", "kmeans1d", "load",
         "materialize_", "merge_", "retie_",
         "save", "share_", "tie_", "untie_", "verify_ties"}
+
+
+# DESIGN.md's fixed signatures: other code calls these keywords
+SIGNATURES = {
+    "cluster_": ["model", "config", "calibration"],
+    "kmeans1d": ["values", "k", "weights", "method"],
+    "tie_": ["model", "config"],
+    "untie_": ["model"],
+    "find_ties": ["model"],
+    "save": ["model", "path"],
+    "load": ["path", "model"],
+    "inspect": ["model_or_path"],
+    "share_": ["model"],
+    "materialize_": ["model"],
+}
+
+
+def test_fixed_signatures_and_runnable_examples():
+    import inspect
+
+    for name, params in SIGNATURES.items():
+        got = list(inspect.signature(getattr(ws, name)).parameters)
+        assert got[:len(params)] == params, name
     for name in ws.__all__:
-        assert getattr(ws, name) is not None
+        obj = getattr(ws, name)
+        if callable(obj) and not isinstance(obj, type(ws.WeightShareError)):
+            assert ">>>" in (obj.__doc__ or ""), f"ws.{name} has no runnable example"
+    for attr in ("total_params", "unique_params", "dense_bytes", "stored_bytes", "rows"):
+        assert hasattr(ws.inspect(torch.nn.Linear(2, 2)), attr)
+    assert callable(ws.Report.to_dict)
 
 
 def test_readme_api_flow_on_a_tiny_stack(tmp_path):
