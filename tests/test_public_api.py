@@ -27,6 +27,7 @@ SIGNATURES = {
     "inspect": ["model_or_path"],
     "share_": ["model"],
     "materialize_": ["model"],
+    "finetune_codebooks_": ["model", "teacher", "data"],
 }
 
 
