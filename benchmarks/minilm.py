@@ -72,7 +72,8 @@ def ws_rows(bits: int) -> list[tuple[str, list[ws.ClusterConfig] | str]]:
             C(bits=bits, include=EMB), C(bits=bits, error_feedback=True,
                                          granularity="per_group", exclude=EMB)]),
         ("weightshare +EF vector d=2", [C(bits=2 * bits, vector_dim=2, error_feedback=True)]),
-        ("weightshare +EF cross-layer FFN codebooks", [
+        ("weightshare +EF +scales", [C(bits=bits, error_feedback=True, scales="per_channel")]),
+        ("weightshare +EF +scales cross-layer FFN codebooks", [
             C(bits=bits, error_feedback=True, scales="per_channel", shared_codebooks=FFN)]),
         ("weightshare +EF +budget (allocation)", [
             C(bits=bits, error_feedback=True, budget=float(bits))]),
