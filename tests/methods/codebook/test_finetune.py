@@ -133,3 +133,26 @@ def test_dkm_memory_does_not_grow_with_layer_size_times_k():
     assert sum(s for s in sizes if s != n) <= 8 * 65536 * k  # clustering: O(bins x K)
     assert all(s != n * k for s in sizes)
     assert master.grad is not None and torch.isfinite(master.grad).all()
+
+
+def test_untied_embedding_tables_stay_fixed_and_come_back_intact():
+    from tests.zoo import TinyLM
+
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Embedding(50, 16), nn.Linear(16, 16), nn.Tanh(),
+                            nn.Linear(16, 8))
+    student = ws.cluster_(copy.deepcopy(teacher), ws.ClusterConfig(bits=2, min_size=0))
+    table_weight = student[0].parametrizations.weight[0]
+    table_cb = student[0].parametrizations.weight.original.detach().clone()
+    ids = [torch.randint(0, 50, (8, 5)) for _ in range(3)]
+    ws.finetune_codebooks_(student, teacher, ids, steps=5, lr=1e-2)
+    assert student[0].parametrizations.weight[0] is table_weight  # re-attached as it was
+    assert torch.equal(student[0].parametrizations.weight.original, table_cb)
+    assert student[0].parametrizations.weight.original.requires_grad
+    # a tied table (embedding = output head) is trained with its tie
+    lm = TinyLM()
+    tied = ws.cluster_(copy.deepcopy(lm), ws.ClusterConfig(bits=2, min_size=0))
+    before = tied.emb.parametrizations.weight.original.detach().clone()
+    ws.finetune_codebooks_(tied, lm, ids, steps=5, lr=1e-2)
+    assert not torch.equal(tied.emb.parametrizations.weight.original, before)
+    assert tied.emb.parametrizations.weight.original is tied.head.parametrizations.weight.original

@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
-from ...core.protocol import iter_shared
+from ...core.protocol import attach, iter_shared
 from ...errors import ConfigError, DataError
 from ...train.distill import distill_
 from ...train.hooks import StepCallback, StepInfo
@@ -38,7 +39,8 @@ def finetune_codebooks_(model: nn.Module, teacher: nn.Module, data: Any, *,
                         seconds: float | None = None, steps: int | None = None,
                         lr: float = 1e-4, method: str = "codebooks",
                         reassign_every: int = 0, train_biases: bool = True,
-                        train_norms: bool = True, tokenizer: Any = None, batch_size: int = 16,
+                        train_norms: bool = True, train_embeddings: bool = False,
+                        tokenizer: Any = None, batch_size: int = 16,
                         augment: bool = False, seed: int = 0,
                         history: list[dict] | None = None, progress: bool | None = None,
                         callbacks: Sequence[StepCallback] = (), **distill_options: Any
@@ -48,7 +50,10 @@ def finetune_codebooks_(model: nn.Module, teacher: nn.Module, data: Any, *,
 
     ``data``: batches, or sentences with ``tokenizer`` (as ``distill_`` takes them); use
     text disjoint from what you will evaluate on. Budget: ``seconds`` and/or ``steps``
-    (whichever ends first). ``lr``: AdamW learning rate (cosine decay). ``method``:
+    (whichever ends first). ``lr``: AdamW learning rate (cosine decay).
+    ``train_embeddings=False`` keeps the codebooks of (untied) embedding tables fixed and
+    expands them once instead of every step: a 30k-row table costs more to expand than
+    it gains from training. ``method``:
     ``"codebooks"`` (codes fixed) or ``"dkm"`` (differentiable k-means over the teacher's
     dense weights, scalar per-tensor codebooks). Other keywords go to ``distill_``.
 
@@ -74,6 +79,8 @@ def finetune_codebooks_(model: nn.Module, teacher: nn.Module, data: Any, *,
     if not weights:
         raise ConfigError("the model has no codebook weights to fine-tune; run ws.cluster_ "
                           "first")
+    frozen = [] if train_embeddings or method == "dkm" else _frozen_tables(model, weights)
+    weights = [x for x in weights if all(x[1] is not f[0] for f in frozen)]
     if method == "dkm":
         from .dkm import DKMSession
 
@@ -96,9 +103,31 @@ def finetune_codebooks_(model: nn.Module, teacher: nn.Module, data: Any, *,
     finally:
         for p in model.parameters():
             p.requires_grad_(flags.get(id(p), True))
+        for module, attr, weight, original in frozen:  # the very same parts, back
+            attach(module, attr, weight, original)
         if session is not None:
             session.finalize()
     return model
+
+
+def _frozen_tables(model: nn.Module, weights: list) -> list[tuple]:
+    """Swap the codebook weights of untied embedding tables for their dense value (no
+    gradient) for the run; returns what to re-attach after it."""
+    users: dict[int, int] = {}  # modules holding each weight (a tied table: several)
+    sharers: dict[int, set[int]] = {}  # weights using each codebook (cross-layer: several)
+    for _fqn, _m, _a, w, o in iter_shared(model, remove_duplicate=False):
+        users[id(w)] = users.get(id(w), 0) + 1
+        sharers.setdefault(id(o), set()).add(id(w))
+    frozen = []
+    for _fqn, module, attr, weight, original in weights:
+        if isinstance(module, nn.Embedding) and users[id(weight)] == 1 \
+                and len(sharers[id(original)]) == 1:
+            with torch.no_grad():
+                dense = getattr(module, attr).detach().clone()
+            parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
+            module._parameters[attr] = nn.Parameter(dense, requires_grad=False)
+            frozen.append((module, attr, weight, original))
+    return frozen
 
 
 def check_budget(seconds: float | None, steps: int | None) -> None:
