@@ -67,7 +67,8 @@ def cluster_(model: nn.Module, config: ClusterConfig | None = None,
         importance = {name: floored(f) for name, f in fisher_importance(
             model, targets, calibration, fisher_loss, config.seed).items()}
     hessians: dict[str, torch.Tensor] = {}
-    if config.error_feedback:  # sequential mode measures them again, stage by stage
+    if config.error_feedback and (not config.sequential or config.budget is not None):
+        # (sequential mode measures them stage by stage; the budget's estimate needs them)
         hessians = input_hessians(model, targets, calibration)  # type: ignore[arg-type]
     plan = Plan(config)
     if config.budget is not None:
