@@ -89,7 +89,7 @@ def refit_codebook(codebook: torch.Tensor, problems: list[Problem], iters: int =
     Example:
         >>> w = torch.tensor([[1.0, 2.0, 3.1]], dtype=torch.float64)
         >>> p = Problem(w, torch.eye(3, dtype=torch.float64), torch.tensor([[0, 1, 1]]))
-        >>> refit_codebook(torch.zeros(1, 2, 1), [p]).flatten().tolist()
+        >>> [round(v, 6) for v in refit_codebook(torch.zeros(1, 2, 1), [p]).flatten().tolist()]
         [1.0, 2.55]
     """
     x = codebook.double().clone()
