@@ -6,12 +6,13 @@ import json
 
 import pytest
 
-from tests.cli.test_cli import run, tiny_bert_dir  # noqa: F401 - the fixture
+from tests.cli.test_cli import run
+from tests.hf_dirs import bert_dir, gpt2_dir  # noqa: F401 - the fixtures
 
 
-def test_recipe_then_finetune_on_a_tiny_bert(tiny_bert_dir, tmp_path, capsys):  # noqa: F811
+def test_recipe_then_finetune_on_a_tiny_bert(bert_dir, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "q.safetensors"
-    code, stdout, err = run(["compress", str(tiny_bert_dir), "--recipe", "quality", "--bits",
+    code, stdout, err = run(["compress", str(bert_dir), "--recipe", "quality", "--bits",
                              "3", "--min-size", "0", "--calibrate", "--finetune-steps", "3",
                              "-o", str(out), "--json"], capsys)
     assert code == 0, err
@@ -23,9 +24,20 @@ def test_recipe_then_finetune_on_a_tiny_bert(tiny_bert_dir, tmp_path, capsys):  
     assert out.is_file()
 
 
-def test_recipe_flags_given_override_the_recipe(tiny_bert_dir, tmp_path, capsys):  # noqa: F811
+def test_recipe_then_finetune_on_a_pad_less_gpt2(gpt2_dir, tmp_path, capsys):  # noqa: F811
+    # a causal LM whose tokenizer has no padding token, tied head, Conv1D layers
+    out = tmp_path / "g.safetensors"
+    code, stdout, err = run(["compress", str(gpt2_dir), "--recipe", "balanced", "--bits", "3",
+                             "--min-size", "0", "--finetune-steps", "2", "-o", str(out),
+                             "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["finetune"]["steps"] == 2 and out.is_file()
+
+
+def test_recipe_flags_given_override_the_recipe(bert_dir, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "f.safetensors"
-    code, stdout, err = run(["compress", str(tiny_bert_dir), "--recipe", "fast", "--bits", "4",
+    code, stdout, err = run(["compress", str(bert_dir), "--recipe", "fast", "--bits", "4",
                              "--min-size", "0", "--scales", "none", "--no-eval", "-o",
                              str(out), "--json"], capsys)
     assert code == 0, err
@@ -45,10 +57,10 @@ def test_recipe_flags_given_override_the_recipe(tiny_bert_dir, tmp_path, capsys)
     (["--shared-codebook", "nothing_here"], "matches no selected layer"),
     (["--recipe", "best"], "invalid value for '--recipe'"),
 ])
-def test_quality_errors_are_one_line_and_write_nothing(argv, message, tiny_bert_dir,  # noqa: F811
+def test_quality_errors_are_one_line_and_write_nothing(argv, message, bert_dir,  # noqa: F811
                                                        tmp_path, capsys):
     out = tmp_path / "x.safetensors"
-    code, _, err = run(["compress", str(tiny_bert_dir), *argv, "-o", str(out)], capsys)
+    code, _, err = run(["compress", str(bert_dir), *argv, "-o", str(out)], capsys)
     assert code == 1, err
     assert message.lower() in err.lower()
     assert err.startswith("error: ") and err.count("\n") == 1

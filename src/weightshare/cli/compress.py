@@ -21,13 +21,15 @@ from .common import (
     field_default,
     field_help,
     fmt_fidelity,
+    fmt_size,
     param_default,
+    text_options,
 )
 
 # flags that are ClusterConfig fields (a recipe sets them unless the flag is given)
 _FIELDS = ("granularity", "group_size", "method", "init", "include", "exclude", "min_size",
            "vector_dim", "scales", "weighting", "error_feedback", "sequential", "outliers",
-           "shared_codebooks")
+           "shared_codebooks", "codebook_dtype", "strict")
 
 
 def _default(name: str):  # noqa: ANN202 - click option keyword arguments
@@ -37,17 +39,23 @@ def _default(name: str):  # noqa: ANN202 - click option keyword arguments
 
 def _text(r: dict) -> str:
     s = r["seconds"]
-    mib = 2**20
+    notes = r.get("notes", {})
+    cal = r.get("calibration")
     times = ", ".join(f"{k} {v:.2f} s" for k, v in s.items())
     lines = [
         f"model:   {r['model']}  ({r['total_params']:,} parameters)",
         f"output:  {r['output']}",
-        f"size:    {r['dense_bytes'] / mib:.2f} MiB fp32 -> {r['file_bytes'] / mib:.2f} MiB "
-        f"file ({r['ratio']:.2f}x smaller)",
+        f"size:    {fmt_size(r)}",
         f"codes:   {r['clustered_tensors']} tensors at {r['bits_per_weight']:.3f} bits/weight "
         "(everything stored: codes, codebooks, scales, outliers)",
-        f"time:    {times}",
+        "calibration: " + (f"{cal['samples']} samples of {cal['source']}" if cal
+                           else f"off ({notes.get('calibration', 'not asked')})"),
     ]
+    fallback = r.get("group_fallback") or []
+    if fallback:
+        lines.append(f"grouping: {len(fallback)} tensor(s) changed (use --strict to refuse): "
+                     + "; ".join(fallback[:4]) + (" ..." if len(fallback) > 4 else ""))
+    lines.append(f"time:    {times}")
     tuned = r.get("finetune")
     if tuned is not None:
         lines.append(f"before fine-tuning: {fmt_fidelity(tuned['fidelity_before'])}")
@@ -55,7 +63,7 @@ def _text(r: dict) -> str:
             d = tuned["diverged"]
             lines.append(f"fine-tuning diverged at step {d['step']}: restored the codebooks of "
                          f"step {d['restored_step']}")
-    lines.append(fmt_fidelity(r["fidelity"]))
+    lines.append(fmt_fidelity(r["fidelity"], notes.get("fidelity", "")))
     return "\n".join(lines)
 
 
@@ -81,21 +89,28 @@ def _text(r: dict) -> str:
 @click.option("--shared-codebook", "shared_codebooks", multiple=True, metavar="PAT",
               help=field_help(ClusterConfig, "shared_codebooks"))
 @click.option("--calibrate/--no-calibrate", default=None,
-              help="Data-aware clustering on built-in calibration sentences (never the "
-                   "evaluation ones). [default: on when the model has a tokenizer]")
+              help="Data-aware clustering on calibration text (built-in sentences or --data; "
+                   "never the held-out text). [default: on when the model has a tokenizer]")
 @click.option("--calibration-samples", type=int, default=None,
-              help="Calibration sentences to use [default: the recipe's (fast 32, balanced "
+              help="Calibration samples to use [default: the recipe's (fast 32, balanced "
                    "128, quality 512); else 32, or 128 with error feedback, Fisher weighting "
                    "or a budget].")
 @click.option("--finetune-seconds", type=float, default=None,
               help="Then train codebooks, scales, biases and norms toward the original for "
-                   "this many seconds (built-in calibration sentences).")
+                   "this many seconds (on the calibration text: built-in sentences or --data).")
 @click.option("--finetune-steps", type=int, default=None,
               help="Fine-tuning budget in optimizer steps (with or instead of seconds).")
 @click.option("--finetune-lr", type=float, default=param_default(run, "finetune_lr"),
               show_default=True,
               help="Learning rate of codebook fine-tuning.")
+@click.option("--codebook-dtype", type=click.Choice(["float32"]), default=None,
+              help=field_help(ClusterConfig, "codebook_dtype"))
+@click.option("--strict", is_flag=True, help=field_help(ClusterConfig, "strict"))
 @click.option("--no-eval", is_flag=True, help="Skip the fidelity measurement.")
+@text_options
+@click.option("--embed-tokenizer", is_flag=True,
+              help="Carry the tokenizer files in the output file (it then needs no base "
+                   "directory to be chained or evaluated).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Output file [default: MODEL-<bits>bit.safetensors].")
 @common_options
@@ -103,8 +118,8 @@ def _text(r: dict) -> str:
 def compress(ctx: click.Context, model: str, recipe: str | None, bits: int,
              calibrate: bool | None, calibration_samples: int | None,
              finetune_seconds: float | None, finetune_steps: int | None, finetune_lr: float,
-             no_eval: bool, output: str | None, as_json: bool, quiet: bool,
-             **fields: object) -> None:
+             no_eval: bool, data: str | None, eval_data: str | None, embed_tokenizer: bool,
+             output: str | None, as_json: bool, quiet: bool, **fields: object) -> None:
     """Cluster MODEL's weights to 2^bits shared values and save a weightshare file."""
     if recipe is not None:
         given = {k: v for k, v in fields.items()
@@ -115,7 +130,8 @@ def compress(ctx: click.Context, model: str, recipe: str | None, bits: int,
     else:
         config = ClusterConfig(bits=bits, **{k: fields[k] for k in _FIELDS})  # type: ignore[arg-type]
     result = run(model, config, output, calibrate=calibrate, measure=not no_eval,
-                 progress=None if not quiet else False,
-                 calibration_samples=calibration_samples, finetune_seconds=finetune_seconds,
-                 finetune_steps=finetune_steps, finetune_lr=finetune_lr)
+                 progress=None if not quiet else False, data=data, eval_data=eval_data,
+                 embed_tokenizer=embed_tokenizer, calibration_samples=calibration_samples,
+                 finetune_seconds=finetune_seconds, finetune_steps=finetune_steps,
+                 finetune_lr=finetune_lr)
     emit(result, as_json, quiet, _text)

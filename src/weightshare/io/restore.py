@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..core.baseline import BASELINE_KEY, set_baseline
+from ..core.guard import guard_save_pretrained
 from ..core.protocol import SharedWeight, attach, iter_shared, join, shared_of
 from ..core.ties import record_ties, set_tie_map
 from ..errors import FormatError, ModelLoadError, TieError
@@ -51,6 +53,8 @@ def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
     apply_file(model, meta, layout, raw, str(path))
     set_tie_map(model, {})
     record_ties(model)
+    set_baseline(model, (meta.get("extra") or {}).get(BASELINE_KEY))
+    guard_save_pretrained(model)
     return model.eval()
 
 

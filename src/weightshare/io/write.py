@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from ..core.baseline import baseline_extra
 from ..core.protocol import dtype_name, foreign_parametrization, iter_shared, parametrized_attrs
 from ..core.ties import require_ties
 from ..errors import FormatError, SaveError, TieError
@@ -70,7 +71,8 @@ def save(model: nn.Module, path: str | os.PathLike, *, extra: dict | None = None
         require_ties(model)
     except TieError as e:
         raise SaveError(str(e)) from None
-    tensors, meta = _collect(model, extra or {})
+    # the baseline of the model before sharing (core/baseline.py) travels with the file
+    tensors, meta = _collect(model, {**baseline_extra(model), **(extra or {})})
     infos = {n: TensorInfo(n, TORCH_DTYPE_TAGS[dtype_name(t.dtype)], tuple(t.shape), 0, 0)
              for n, t in tensors.items()}
     try:  # never write a file we could not read back

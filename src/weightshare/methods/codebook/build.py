@@ -216,9 +216,12 @@ def to_weight(layer: Layer, codebook: torch.Tensor, config: ClusterConfig
         moved = list(layer.shape)
         moved.insert(0, moved.pop(layer.axis))
         codes = codes.reshape(moved).movedim(0, layer.axis).contiguous()
+        # float32 codebooks of a half-precision model: the layer still computes in its dtype
+        stored = torch.float32 if config.codebook_dtype == "float32" else layer.dtype
         weight = CodebookWeight(codes, config.bits, config.granularity, gs, layer.axis,
+                                layer.dtype if stored != layer.dtype else None,
                                 scales=scales, outliers=outliers)
-        return weight, codebook[:, :, 0].to(layer.dtype)
+        return weight, codebook[:, :, 0].to(stored)
     weight = VectorCodebookWeight(codes, config.bits, config.vector_dim, layer.shape,
                                   config.granularity, gs, layer.axis, scales=scales,
                                   outliers=outliers)

@@ -50,7 +50,8 @@ class ClusterConfig:
     granularity: str = field(default="per_tensor", metadata={
         "help": "one codebook per tensor, per output channel, or per group of output channels"})
     group_size: int = field(default=16, metadata={
-        "help": "output channels per codebook for per_group (must divide the channels)"})
+        "help": "output channels per codebook for per_group (a tensor it does not divide "
+                "gets the nearest divisor, see strict)"})
     method: str = field(default="exact", metadata={
         "help": "exact: optimal k-means (dynamic programming); fast: Lloyd iterations"})
     init: str = field(default="linear", metadata={
@@ -89,6 +90,13 @@ class ClusterConfig:
     shared_codebooks: tuple[str, ...] = field(default=(), metadata={
         "help": "regular expressions searched in module names: the selected layers matching "
                 "one expression share one codebook (per_tensor granularity)"})
+    codebook_dtype: str | None = field(default=None, metadata={
+        "help": "dtype of the stored codebooks: the weight's own (default) or float32 (exact "
+                "centroids and fp32 fine-tuning for fp16/bf16 models; the layer still "
+                "computes in its dtype)"})
+    strict: bool = field(default=False, metadata={
+        "help": "per_group: refuse a tensor the group size does not divide, instead of "
+                "using the nearest divisor of its rows (reported)"})
 
     def __post_init__(self) -> None:
         for key in ("include", "exclude", "shared_codebooks"):
@@ -136,6 +144,12 @@ class ClusterConfig:
             if self.vector_dim != 1:
                 raise ConfigError("budget allocates scalar code widths; use vector_dim=1 "
                                   "with a budget, or a fixed bits with vectors")
+        if self.codebook_dtype not in (None, "float32"):
+            raise ConfigError(f"codebook_dtype must be None (the weight's dtype) or 'float32', "
+                              f"got {self.codebook_dtype!r}")
+        if self.codebook_dtype is not None and self.vector_dim != 1:
+            raise ConfigError("codebook_dtype='float32' applies to scalar codebooks; vector "
+                              "codebooks keep the weight's dtype: use vector_dim=1 or drop it")
         if self.shared_codebooks and self.granularity != "per_tensor":
             raise ConfigError(f"shared_codebooks needs granularity='per_tensor' (one codebook "
                               f"per layer to share), got {self.granularity!r}")

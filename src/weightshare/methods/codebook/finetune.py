@@ -15,6 +15,7 @@ if given, also receives an ``{"event": "diverged", ...}`` entry).
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -237,3 +238,16 @@ def reassign(weight: CodebookWeight | VectorCodebookWeight, codebook: torch.Tens
         moved = list(dense.movedim(weight.axis, 0).shape)
         codes = codes.reshape(moved).movedim(0, weight.axis)
     weight.codes.copy_(codes.reshape(weight.codes.shape).to(weight.codes.dtype))
+
+
+def finetune_summary(model: nn.Module, teacher: nn.Module, data: Any, **options: Any
+                     ) -> dict[str, Any]:
+    """``finetune_codebooks_`` (same arguments), then ``model.eval()``; returns what the CLI
+    reports: ``seconds``, ``steps`` and ``diverged`` (the divergence event, or None)."""
+    history: list[dict] = []
+    t0 = time.perf_counter()
+    finetune_codebooks_(model, teacher, data, history=history, **options)
+    model.eval()
+    return {"seconds": time.perf_counter() - t0,
+            "steps": sum(1 for h in history if "loss" in h),
+            "diverged": next((h for h in history if h.get("event") == "diverged"), None)}

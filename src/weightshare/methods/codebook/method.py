@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ...core.guard import before_sharing
 from ...core.protocol import SharedWeight, dense_weight
 from ...core.select import Target, compile_patterns, select_targets
 from ...core.walk import Build, check_targets, share_targets
@@ -20,6 +21,7 @@ from .build import Layer, assign, fit_codebook, make_layer, refit, to_weight, va
 from .calibration import Calibration, input_importance
 from .config import ClusterConfig
 from .fisher import FisherLoss, fisher_importance, floored
+from .groups import group_sizes, warn_changes
 from .hessian import forward_stages, input_hessians, takes_hessian
 from .vector import VectorCodebookWeight
 from .weight import CodebookWeight
@@ -48,10 +50,13 @@ def cluster_(model: nn.Module, config: ClusterConfig | None = None,
         True
     """
     config = config or ClusterConfig()
+    before_sharing(model)
     targets = select_targets(model, config.include, config.exclude, config.min_size,
                              what="cluster")
     check_targets(targets, reshare=RESHARE)
-    _check_shapes(targets, config)
+    check_shapes(targets, config)
+    sizes, changes = group_sizes(targets, config)  # per_group fallback (groups.py)
+    warn_changes(changes)
     sets = shared_sets(targets, config)
     if calibration is None and (config.error_feedback or config.weighting == "fisher"
                                 or config.budget is not None):
@@ -70,13 +75,13 @@ def cluster_(model: nn.Module, config: ClusterConfig | None = None,
     if config.error_feedback and (not config.sequential or config.budget is not None):
         # (sequential mode measures them stage by stage; the budget's estimate needs them)
         hessians = input_hessians(model, targets, calibration)  # type: ignore[arg-type]
-    plan = Plan(config)
+    plan = Plan(config, sizes=sizes)
     if config.budget is not None:
         assert calibration is not None  # checked above
         in_sets = {t.name for s in sets for t in s}
         units = sets + [[t] for t in targets if t.name not in in_sets]
         plan = Plan(config, allocate_bits(model, targets, units, config, calibration,
-                                          fisher_loss, hessians))
+                                          fisher_loss, hessians), sizes)
     if config.sequential:
         _sequential(model, targets, sets, plan, importance, calibration, progress)
     else:
@@ -84,13 +89,10 @@ def cluster_(model: nn.Module, config: ClusterConfig | None = None,
     return model
 
 
-def _check_shapes(targets: list[Target], config: ClusterConfig) -> None:
+def check_shapes(targets: list[Target], config: ClusterConfig) -> None:
+    """ShapeError when ``vector_dim`` does not divide a target's values per row."""
     for t in targets:
         shape = tuple(dense_weight(t.module).shape)
-        rows = shape[t.axis]
-        if config.granularity == "per_group" and rows % config.group_size:
-            raise ShapeError(f"group_size {config.group_size} does not divide the {rows} output "
-                             f"channels of {t.fqn}; choose a divisor of {rows} or exclude it")
         per_row = values_per_row(shape, t.axis)
         if per_row % config.vector_dim:
             raise ShapeError(f"vector_dim {config.vector_dim} does not divide the {per_row} "
@@ -138,20 +140,24 @@ def _check_can_share(pattern: str, members: list[Target]) -> None:
 
 class Plan:
     """The config of every target: ``config``, with ``bits`` and ``vector_dim`` replaced
-    where a budget allocated another option."""
+    where a budget allocated another option, and ``group_size`` where the per_group
+    fallback chose another divisor (groups.py)."""
 
     def __init__(self, config: ClusterConfig,
-                 options: dict[str, tuple[int, int]] | None = None) -> None:
+                 options: dict[str, tuple[int, int]] | None = None,
+                 sizes: dict[str, int] | None = None) -> None:
         self.config = config
         self.options = options or {}
-        self._cache: dict[tuple[int, int], ClusterConfig] = {}
+        self.group_sizes = sizes or {}
+        self._cache: dict[tuple[int, int, int], ClusterConfig] = {}
 
     def get(self, name: str) -> ClusterConfig:
-        opt = self.options.get(name, (self.config.bits, self.config.vector_dim))
-        if opt not in self._cache:
-            self._cache[opt] = dataclasses.replace(self.config, bits=opt[0], vector_dim=opt[1],
-                                                   budget=None)
-        return self._cache[opt]
+        bits, dim = self.options.get(name, (self.config.bits, self.config.vector_dim))
+        key = (bits, dim, self.group_sizes.get(name, self.config.group_size))
+        if key not in self._cache:
+            self._cache[key] = dataclasses.replace(self.config, bits=bits, vector_dim=dim,
+                                                   group_size=key[2], budget=None)
+        return self._cache[key]
 
 
 def prebuilt(weight: SharedWeight, original: torch.Tensor) -> Build:
