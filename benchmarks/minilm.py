@@ -235,6 +235,16 @@ class Bench:
                "note": note, **extra}
         self.rows.append(row)
         print_row(row)
+        self.save()
+
+    def save(self) -> None:
+        """Write the rows so far (a long run stopped early keeps what it measured)."""
+        out = Path(self.args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"command": " ".join([Path(sys.executable).name] + sys.argv),
+                                   "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+                                   "dense_bytes": self.dense_bytes, "rows": self.rows},
+                                  indent=1))
 
     def calib(self, count: int) -> list[dict]:
         """The first ``count`` calibration sentences, tokenised in batches of 32."""
@@ -295,6 +305,7 @@ class Bench:
             print(f"{name:<46} {bits}b {row['failed']}", flush=True)
         child.join()
         self.rows.append(row)
+        self.save()
 
     def post_training(self, bits: int) -> None:
         if not self.args.skip_coreml:
@@ -320,8 +331,10 @@ class Bench:
             nbytes, bpw = self.ws_file(model, f"ft{bits}")
             self.record(name, bits, time.perf_counter() - t0, nbytes, bpw, model,
                         "file bytes", cluster_seconds=t_cluster, finetune_seconds=seconds)
-        if bits not in self.args.dkm_bits:
-            return
+
+    def dkm(self, bits: int, seconds: float) -> None:
+        """The two DKMs at ``bits``: ours over binned values, and coremltools'."""
+        texts = calibration_sentences()
         name = "weightshare DKM (binned)"
         if self.wanted(name):
             model = copy.deepcopy(self.base.model)
@@ -460,12 +473,11 @@ def main() -> None:
             bench.finetuned(bits, args.finetune_seconds)
         else:
             bench.post_training(bits)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": " ".join([Path(sys.executable).name] + sys.argv),
-                               "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-                               "dense_bytes": bench.dense_bytes, "rows": bench.rows}, indent=1))
-    print(f"wrote {out}")
+    if args.finetune_seconds:  # after the quality rows of every bits: the DKMs
+        for bits in args.dkm_bits:
+            bench.dkm(bits, args.finetune_seconds)
+    bench.save()
+    print(f"wrote {args.out}")
     if args.plot:
         plot(bench.rows, args.plot)
         print(f"wrote {args.plot}")
