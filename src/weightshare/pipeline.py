@@ -25,18 +25,20 @@ from .data.split import TextSplit, split_texts, spread
 from .errors import ConfigError, ModelLoadError
 from .io import save
 from .methods.codebook import ClusterConfig, cluster_
-from .methods.codebook.finetune import check_budget, finetune_summary
+from .methods.codebook.finetune import finetune_summary
 from .methods.tie import TieConfig, tie_
 from .methods.tie.blocks import select_stack
 from .models import LoadedModel
 from .models.source import ModelSource, check_same_model, open_model, resolve
 from .models.tokenizer import tokenizer_files
 from .preflight import (
+    check_calibration,
     check_cluster,
     check_cluster_config,
     check_fraction,
     check_output,
     check_path,
+    check_quality_flags,
     check_tie,
     cluster_plan,
     need_tokenizer,
@@ -134,11 +136,7 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
     """
     config = config or ClusterConfig()
     check_cluster_config(config)
-    finetune = finetune_seconds is not None or finetune_steps is not None
-    if finetune:
-        check_budget(finetune_seconds, finetune_steps)
-    if calibration_samples is not None and calibration_samples < 1:
-        raise ConfigError(f"calibration_samples must be >= 1, got {calibration_samples}")
+    finetune = check_quality_flags(calibration_samples, finetune_seconds, finetune_steps)
     out = check_output(output if output else default_output(spec, f"{config.bits}bit"))
     texts = _texts(data, eval_data)
     source = resolve(spec)
@@ -155,6 +153,7 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
         if not calibrate:
             notes["calibration"] = f"{source.spec} has no tokenizer" + (
                 f" ({source.tokenizer_note})" if source.tokenizer_note else "")
+    check_calibration(source, config, calibrate)
 
     t0 = time.perf_counter()
     lm = source.load()

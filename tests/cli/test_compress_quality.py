@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.cli.test_cli import run
-from tests.hf_dirs import bert_dir, gpt2_dir  # noqa: F401 - the fixtures
+from tests.hf_dirs import bert_dir, gpt2_dir, gpt2_no_tokenizer_dir  # noqa: F401 - fixtures
 
 
 def test_recipe_then_finetune_on_a_tiny_bert(bert_dir, tmp_path, capsys):  # noqa: F811
@@ -45,8 +45,11 @@ def test_recipe_flags_given_override_the_recipe(bert_dir, tmp_path, capsys):  # 
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--error-feedback", "--no-calibrate"], "error_feedback=true needs calibration data"),
-    (["--weighting", "fisher", "--no-calibrate"], "needs calibration data"),
+    (["--error-feedback", "--no-calibrate"],
+     "error_feedback=true needs calibration text and --no-calibrate turned calibration off"),
+    (["--weighting", "fisher", "--no-calibrate"], "needs calibration text"),
+    (["--recipe", "quality", "--no-calibrate"], "needs calibration text"),
+    (["--calibration-samples", "0"], "calibration_samples must be >= 1"),
     (["--vector-dim", "3"], "vector_dim must be one of 1, 2, 4, 8"),
     (["--sequential"], "set error_feedback=true too"),
     (["--outliers", "0.7"], "outliers must be a fraction"),
@@ -65,3 +68,15 @@ def test_quality_errors_are_one_line_and_write_nothing(argv, message, bert_dir, 
     assert message.lower() in err.lower()
     assert err.startswith("error: ") and err.count("\n") == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--recipe", "quality"], "error_feedback=true needs calibration text and"),
+    (["--finetune-steps", "3", "--no-calibrate"], "fine-tuning on text needs a tokenizer"),
+])
+def test_a_model_without_tokenizer_says_what_needs_one(argv, message, gpt2_no_tokenizer_dir,
+                                                       tmp_path, capsys):
+    out = tmp_path / "x.safetensors"
+    code, _, err = run(["compress", str(gpt2_no_tokenizer_dir), *argv, "-o", str(out)], capsys)
+    assert code == 1 and message in err.lower() and "tokenizer" in err
+    assert err.count("\n") == 1 and not out.exists()

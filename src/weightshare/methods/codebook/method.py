@@ -58,10 +58,8 @@ def cluster_(model: nn.Module, config: ClusterConfig | None = None,
     sizes, changes = group_sizes(targets, config)  # per_group fallback (groups.py)
     warn_changes(changes)
     sets = shared_sets(targets, config)
-    if calibration is None and (config.error_feedback or config.weighting == "fisher"
-                                or config.budget is not None):
-        what = ("error_feedback=True" if config.error_feedback else "weighting='fisher'"
-                if config.weighting == "fisher" else f"budget={config.budget}")
+    what = data_needed(config)
+    if calibration is None and what:
         raise DataError(f"{what} needs calibration data: pass calibration=batches (a few "
                         "dozen inputs), or use the CLI, which calibrates on built-in "
                         "sentences; or turn it off")
@@ -87,6 +85,13 @@ def cluster_(model: nn.Module, config: ClusterConfig | None = None,
     else:
         _cluster_all(targets, sets, plan, importance, hessians, progress)
     return model
+
+
+def data_needed(config: ClusterConfig) -> str | None:
+    """The option of ``config`` that cannot run without calibration data, or None."""
+    return ("error_feedback=True" if config.error_feedback else "weighting='fisher'"
+            if config.weighting == "fisher" else f"budget={config.budget}"
+            if config.budget is not None else None)
 
 
 def check_shapes(targets: list[Target], config: ClusterConfig) -> None:
