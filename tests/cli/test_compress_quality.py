@@ -74,8 +74,8 @@ def test_quality_errors_are_one_line_and_write_nothing(argv, message, bert_dir, 
     (["--recipe", "quality"], "error_feedback=true needs calibration text and"),
     (["--finetune-steps", "3", "--no-calibrate"], "fine-tuning on text needs a tokenizer"),
 ])
-def test_a_model_without_tokenizer_says_what_needs_one(argv, message, gpt2_no_tokenizer_dir,
-                                                       tmp_path, capsys):
+def test_a_model_without_tokenizer_says_what_needs_one(
+        argv, message, gpt2_no_tokenizer_dir, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "x.safetensors"
     code, _, err = run(["compress", str(gpt2_no_tokenizer_dir), *argv, "-o", str(out)], capsys)
     assert code == 1 and message in err.lower() and "tokenizer" in err

@@ -267,3 +267,46 @@ def test_error_feedback_beats_plain_clustering_on_correlated_inputs(sequential):
     plain = err(ws.ClusterConfig(bits=2, min_size=0))
     fed = err(ws.ClusterConfig(bits=2, min_size=0, error_feedback=True, sequential=sequential))
     assert fed < plain
+
+
+class _TwoConvs(nn.Module):
+    """Two convolutions of different kernels reading one input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(3, 8, 1, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a(x).mean() + self.b(x).mean()
+
+
+def test_conv2d_hessians_are_those_of_the_unfolded_patches():
+    torch.manual_seed(0)
+    net, x = _TwoConvs(), torch.randn(2, 3, 6, 6)
+    hs = input_hessians(net, select_targets(net, min_size=0), [x])
+    for name, conv in (("a", net.a), ("b", net.b)):
+        cols = nn.functional.unfold(x, conv.kernel_size, conv.dilation, conv.padding,
+                                    conv.stride).transpose(1, 2)
+        cols = cols.reshape(-1, conv.weight[0].numel())
+        # the weight's (out, in*kh*kw) rows times these patches give the convolution
+        with torch.no_grad():
+            y = (cols @ conv.weight.reshape(8, -1).T).reshape(2, -1, 8)
+            assert torch.allclose(y.transpose(1, 2).reshape(conv(x).shape),
+                                  conv(x) - conv.bias.view(1, -1, 1, 1), atol=1e-5)
+        direct = (cols.double().T @ cols.double()) / cols.shape[0]
+        assert torch.allclose(hs[name], direct, atol=1e-5)  # not the other conv's patches
+
+
+def test_error_feedback_lowers_a_convolution_s_output_error():
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(4, 16, 3, padding=1))
+    base = torch.randn(8, 1, 10, 10)
+    x = base + 0.3 * torch.randn(8, 4, 10, 10)  # correlated channels: feedback has work
+    errs = {}
+    for ef in (False, True):
+        m = ws.cluster_(copy.deepcopy(conv), ws.ClusterConfig(bits=2, min_size=0,
+                                                              error_feedback=ef), [x])
+        with torch.no_grad():
+            errs[ef] = float((m(x) - conv(x)).pow(2).sum())
+    assert errs[True] < errs[False]

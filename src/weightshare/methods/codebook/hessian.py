@@ -27,9 +27,28 @@ from .calibration import Calibration, run_calibration
 
 def takes_hessian(target: Target) -> bool:
     """Whether error feedback applies: Linear and transformers Conv1D weights (inputs on
-    the last dimension). Embeddings (token ids) and convolutions use plain assignment."""
-    return isinstance(target.module, nn.Linear) or (
-        type(target.module).__name__ == "Conv1D" and target.axis == 1)
+    the last dimension), and ``nn.Conv2d`` with zero padding and one group (its inputs
+    are the unfolded patches, which ``weight.reshape(out, -1)`` multiplies). Embeddings
+    (token ids) and other convolutions use plain assignment."""
+    m = target.module
+    if isinstance(m, nn.Conv2d):
+        return m.groups == 1 and m.padding_mode == "zeros" and not isinstance(m.padding, str) \
+            and target.axis == 0
+    return isinstance(m, nn.Linear) or (type(m).__name__ == "Conv1D" and target.axis == 1)
+
+
+def _view(module: nn.Module) -> tuple:
+    """How a layer sees its input: two layers reading one input share H only when equal."""
+    if isinstance(module, nn.Conv2d):
+        return (module.kernel_size, module.dilation, module.padding, module.stride)
+    return ()
+
+
+def _patches(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """(patches, in x kh x kw) rows of a Conv2d input: what each output position sees."""
+    cols = torch.nn.functional.unfold(x, conv.kernel_size, conv.dilation,
+                                      conv.padding, conv.stride)  # type: ignore[arg-type]
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
 
 
 class _Stop(Exception):
@@ -49,7 +68,7 @@ class _Recorder:
         self.stop_after = stop_after  # hook calls per batch after which to stop
         self.calls = 0
         self.keep: list[torch.Tensor] | None = None
-        self.last: tuple[torch.Tensor, torch.Tensor, int] | None = None
+        self.last: tuple[torch.Tensor, torch.Tensor, int, tuple] | None = None
 
     def hook(self, target: Target):  # noqa: ANN201 - a forward hook
         def fn(_module: nn.Module, args: tuple, _out: Any) -> None:
@@ -59,15 +78,18 @@ class _Recorder:
             self.order.append((target.name, id(args[0])))
             m = self.mask
             last = self.last
-            if last is not None and last[0] is args[0]:  # same input as the layer before
-                xtx, n = last[1], last[2]  # (query, key, value): computed once
+            view = _view(target.module)
+            if last is not None and last[0] is args[0] and last[3] == view:
+                xtx, n = last[1], last[2]  # same input as the layer before (q, k, v): once
             else:
-                if m is not None and x.dim() == 3 and x.shape[:2] == m.shape:
+                if isinstance(target.module, nn.Conv2d):
+                    x = _patches(target.module, x if x.dim() == 4 else x.unsqueeze(0))
+                elif m is not None and x.dim() == 3 and x.shape[:2] == m.shape:
                     x = x[m]  # (real tokens, features): padding is no data
                 x = x.reshape(-1, x.shape[-1]).float()
                 # float32 product per batch (the costly part), float64 running sums
                 xtx, n = (x.T @ x).double(), x.shape[0]
-                self.last = (args[0], xtx, n)
+                self.last = (args[0], xtx, n, view)
             self.sums[target.name] = self.sums.get(target.name, 0) + xtx
             self.counts[target.name] = self.counts.get(target.name, 0) + n
             self.calls += 1
