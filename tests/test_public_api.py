@@ -11,8 +11,8 @@ def test_public_names():
     assert set(ws.__all__) == {
         "ClusterConfig", "Report", "TieConfig", "WeightShareError", "__version__", "cluster_",
         "distill_", "finetune_codebooks_", "find_ties", "inspect", "kmeans1d", "load",
-        "materialize_", "merge_", "retie_",
-        "save", "share_", "tie_", "untie_", "verify_ties"}
+        "materialize_", "merge_", "retie_", "save", "share_", "tie_", "to_runtime_", "untie_",
+        "verify_ties"}
 
 
 # DESIGN.md's fixed signatures: other code calls these keywords

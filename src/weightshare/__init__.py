@@ -14,6 +14,7 @@ from .io import load, save
 from .methods.codebook import ClusterConfig, cluster_, finetune_codebooks_
 from .methods.codebook.kmeans import kmeans1d
 from .methods.tie import TieConfig, merge_, retie_, tie_, untie_
+from .runtime import to_runtime_
 from .train import distill_
 
 __version__ = "0.1.0"
@@ -37,6 +38,7 @@ __all__ = [
     "save",
     "share_",
     "tie_",
+    "to_runtime_",
     "untie_",
     "verify_ties",
 ]

@@ -119,9 +119,11 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
              measure: bool = True, progress: bool | None = None, data: str | Path | None = None,
              eval_data: str | Path | None = None, embed_tokenizer: bool = False,
              calibration_samples: int | None = None, finetune_seconds: float | None = None,
-             finetune_steps: int | None = None, finetune_lr: float = 1e-4
+             finetune_steps: int | None = None, finetune_lr: float = 1e-4, entropy: bool = False
              ) -> dict[str, Any]:
     """Load a model, cluster it to codebooks, save it, measure it. Returns the summary.
+
+    ``entropy``: entropy-code the codes in the file (smaller; decoded exactly on loading).
 
     ``calibrate`` (default: when the model has a tokenizer) makes the clustering
     data-aware on calibration text: the built-in calibration sentences, or the user's
@@ -143,8 +145,6 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
     tokenizer = source.tokenizer()
     if calibrate and tokenizer is None:
         need_tokenizer(source, "calibration on text", "pass --no-calibrate")
-    if finetune and tokenizer is None:
-        need_tokenizer(source, "fine-tuning on text", "use finetune_codebooks_ from Python")
     changes = check_cluster(source, config)
     notes = {"calibration": "" if calibrate is not False else "--no-calibrate",
              "fidelity": "" if measure else "--no-eval"}
@@ -153,7 +153,7 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
         if not calibrate:
             notes["calibration"] = f"{source.spec} has no tokenizer" + (
                 f" ({source.tokenizer_note})" if source.tokenizer_note else "")
-    check_calibration(source, config, calibrate)
+    check_calibration(source, config, calibrate, finetune)
 
     t0 = time.perf_counter()
     lm = source.load()
@@ -173,16 +173,13 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
         cluster_(lm.model, config, calibration, progress=progress)
     t_cluster = time.perf_counter() - t0
 
-    tuned: dict[str, Any] | None = None
-    if teacher is not None:
-        before = fidelity.score(lm.model) if fidelity else None
-        tuned = {**finetune_summary(lm.model, teacher, texts.calibration, lr=finetune_lr,
-                                    seconds=finetune_seconds, steps=finetune_steps,
-                                    tokenizer=lm.tokenizer, progress=progress),
-                 "fidelity_before": before}
+    tuned = None if teacher is None else finetune_summary(
+        lm.model, teacher, texts.calibration, fidelity.score(lm.model) if fidelity else None,
+        lr=finetune_lr, seconds=finetune_seconds, steps=finetune_steps, tokenizer=lm.tokenizer,
+        progress=progress)
 
     t0 = time.perf_counter()
-    save(lm.model, out, extra=provenance(lm, embed_tokenizer))
+    save(lm.model, out, extra=provenance(lm, embed_tokenizer), entropy=entropy)
     t_save = time.perf_counter() - t0
 
     after = inspect(lm.model)
@@ -207,6 +204,10 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
         "ratio": dense.dense_bytes / file_bytes,
         "clustered_tensors": len(clustered),
         "bits_per_weight": 8 * code_bytes / code_values if code_values else None,
+        "entropy": entropy,
+        "codes": {"count": after.codes.codes, "fixed_bytes": after.codes.fixed_bytes,
+                  "coded_bytes": after.codes.coded_bytes,
+                  "entropy_bytes": after.codes.entropy_bytes},
         "seconds": seconds,
         **({"finetune": tuned} if tuned is not None else {}),
         "fidelity": fidelity.score(lm.model) if fidelity else None,
@@ -238,7 +239,7 @@ def evaluate(path: str | Path, reference: str | None = None, *, data: str | Path
     check_same_model(ref_src, cand_src)
     ref = ref_src.load()
     _check_same_structure(ref, cand_src)
-    cand = cand_src.load()
+    cand = cand_src.load(runtime="packed")  # inference only: codes stay packed
     if cand.tokenizer is None:
         cand.tokenizer = ref.tokenizer
     fid = Fidelity(ref, texts)

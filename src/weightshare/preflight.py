@@ -81,8 +81,12 @@ def check_quality_flags(calibration_samples: int | None, finetune_seconds: float
     return True
 
 
-def check_calibration(source: ModelSource, config: ClusterConfig, calibrate: bool) -> None:
-    """DataError when ``config`` needs calibration data the job will not have."""
+def check_calibration(source: ModelSource, config: ClusterConfig, calibrate: bool,
+                      finetune: bool = False) -> None:
+    """DataError when ``config`` needs calibration data the job will not have; a
+    ModelLoadError when fine-tuning on text is asked of a model without a tokenizer."""
+    if finetune:
+        need_tokenizer(source, "fine-tuning on text", "use finetune_codebooks_ from Python")
     what = data_needed(config)
     if what and not calibrate:
         why = (f"{source.spec} has no tokenizer" + (f" ({source.tokenizer_note})"

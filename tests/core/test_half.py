@@ -58,5 +58,8 @@ def test_float32_codebooks_of_a_bf16_model(tmp_path):
     back = ws.load(path, TinyLM().to(torch.bfloat16))
     assert torch.equal(back(ids), want)
     assert back.emb.parametrizations.weight.original.dtype == torch.float32
+    packed = ws.load(path, TinyLM().to(torch.bfloat16), runtime="packed")
+    assert torch.equal(packed(ids), want)  # the packed form computes in bf16 too
+    assert ws.save(packed, tmp_path / "again.safetensors").read_bytes() == path.read_bytes()
     with pytest.raises(ws.WeightShareError, match="codebook_dtype"):
         ws.ClusterConfig(codebook_dtype="int8")

@@ -14,6 +14,10 @@ Glossary (used everywhere, README included):
   (``core/baseline.py``). The same number for a model, its directory and its files.
 * ``stored_bytes``: what storing it takes: floats at their dtype, codes packed at
   ``bits`` per value, each tied tensor once, buffers included.
+* the codes of shared weights (``analysis.codes``), per tensor in bits per dense weight
+  and in total in bytes: fixed-width (``fixed_bits``, ``codes_fixed_bytes``), entropy-coded
+  as ``save(..., entropy=True)`` stores them (``coded_bits``, ``codes_coded_bytes``) and
+  the Shannon limit of their histograms (``entropy_bits``, ``codes_entropy_bytes``).
 
 Per row, ``dense_bytes`` is that tensor alone, dense, at its dtype.
 """
@@ -31,8 +35,9 @@ from torch import nn
 from ..core.baseline import BASELINE_KEY, baseline, dtype_label, valid_baseline
 from ..core.names import user_name
 from ..core.protocol import DTYPE_BYTES, SharedWeight, dtype_name, iter_shared
-from ..io.read import StoredTensors, unpack_part
+from ..io.read import StoredTensors
 from ..io.schema import part_name, scheme_body
+from .codes import CodeStats, file_stats, per_weight, weight_stats
 
 
 @dataclass
@@ -49,6 +54,9 @@ class Row:
     source: str | None = None  # for a tie: the name it shares storage with
     detail: str = ""
     dtype: str = ""  # of the dense tensor
+    fixed_bits: float | None = None  # codes at their width, bits per dense weight
+    entropy_bits: float | None = None  # Shannon limit of the code histogram, per weight
+    coded_bits: float | None = None  # codes entropy-coded (as saved with entropy=True)
 
 
 @dataclass
@@ -63,6 +71,7 @@ class Report:
     file_bytes: int | None = None
     dense_dtype: str = "float32"
     buffer_bytes: int = 0  # integer buffers (position ids, ...): stored, no parameters
+    codes: CodeStats = field(default_factory=CodeStats)
 
     @property
     def ratio(self) -> float:
@@ -79,6 +88,9 @@ class Report:
             "file_bytes": self.file_bytes,
             "dense_dtype": self.dense_dtype,
             "ratio": self.ratio,
+            "codes_fixed_bytes": self.codes.fixed_bytes,
+            "codes_coded_bytes": self.codes.coded_bytes,
+            "codes_entropy_bytes": self.codes.entropy_bytes,
             "rows": [asdict(r) for r in self.rows],
         }
 
@@ -94,19 +106,44 @@ class Report:
         for r in self.rows:
             by_scheme[r.scheme] = by_scheme.get(r.scheme, 0) + 1
         lines.append("tensors: " + ", ".join(f"{n} {s}" for s, n in sorted(by_scheme.items())))
+        c = self.codes
+        if c.codes:
+            coded = "-" if c.coded_bytes is None else _mib(c.coded_bytes)
+            limit = f"{c.entropy_bytes / 2**20:.2f} MiB" if c.entropy_bytes >= 2**20 \
+                else f"{c.entropy_bytes / 1024:.1f} KiB"
+            lines.append(f"codes: {c.codes:,} at {8 * c.fixed_bytes / c.codes:.3f} bits "
+                         f"fixed-width ({_mib(c.fixed_bytes)}), entropy-coded {coded}, Shannon "
+                         f"limit {limit} ({8 * c.entropy_bytes / c.codes:.3f} bits/code)")
         return "\n".join(lines)
 
     def __str__(self) -> str:
-        head = ("name", "shape", "scheme", "bits", "distinct", "dense", "stored")
+        head = ("name", "shape", "scheme", "bits", "distinct", "dense", "stored", "bpw fixed",
+                "coded", "entropy")
         body = [(r.name, "x".join(map(str, r.shape)), r.scheme if not r.source
                  else f"tied -> {r.source}", "-" if r.bits is None else str(r.bits),
                  "-" if r.distinct is None else str(r.distinct), _mib(r.dense_bytes),
-                 _mib(r.stored_bytes)) for r in self.rows]
+                 _mib(r.stored_bytes), _bpw(r.fixed_bits), _bpw(r.coded_bits),
+                 _bpw(r.entropy_bits)) for r in self.rows]
         widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
                   for i, h in enumerate(head)]
         fmt = "  ".join(f"{{:{'<' if i < 3 else '>'}{w}}}" for i, w in enumerate(widths))
         out = [fmt.format(*head)] + [fmt.format(*b) for b in body]
         return "\n".join(out + ["", self.summary()])
+
+
+def _bpw(bits: float | None) -> str:
+    return "-" if bits is None else f"{bits:.3f}"
+
+
+def _code_columns(rep: Report, row: Row, stats: CodeStats | None) -> None:
+    """Fill a row's code columns and add them to the totals."""
+    if stats is None:
+        return
+    weights = math.prod(row.shape)
+    row.fixed_bits = per_weight(stats.fixed_bytes, weights)
+    row.entropy_bits = per_weight(stats.entropy_bytes, weights)
+    row.coded_bits = per_weight(stats.coded_bytes, weights)
+    rep.codes.add(stats)
 
 
 def _mib(n: int | None) -> str:
@@ -168,7 +205,8 @@ def _dense_row(rep: Report, seen: dict, name: str, shape: list[int], numel: int,
 
 
 def _shared_row(rep: Report, seen: dict, fqn: str, weight: SharedWeight,
-                original: torch.Tensor, owners: dict[int, str]) -> None:
+                original: torch.Tensor, owners: dict[int, str],
+                stats: CodeStats | None = None) -> None:
     """One row for a shared weight; its parts are counted once however many weights use them."""
     scheme = weight.scheme(original)
     cls = type(weight)
@@ -183,7 +221,9 @@ def _shared_row(rep: Report, seen: dict, fqn: str, weight: SharedWeight,
         return
     seen[key] = fqn
     specs = cls.part_specs(scheme)
-    own = weight.parts()
+    own = weight.packed_parts()  # (a packed form: no unpacked copy of its codes)
+    if not set(own) >= set(specs) - {weight.original_part}:
+        own = {**weight.parts(), **own}
     stored, borrowed = 0, []
     for part, spec in specs.items():
         t = original if part == weight.original_part else own[part]
@@ -196,8 +236,10 @@ def _shared_row(rep: Report, seen: dict, fqn: str, weight: SharedWeight,
     detail = ", ".join([d for d in [weight.describe(original), *borrowed] if d])
     with torch.no_grad():
         distinct = weight.distinct_values(original)
+        codes = weight_stats(weight, specs) if stats is None else stats
     rep.rows.append(Row(fqn, shape, weight.kind, dense, stored, bits=weight.code_bits(),
                         distinct=distinct, detail=detail, dtype=dtype))
+    _code_columns(rep, rep.rows[-1], codes)
 
 
 def _finish(rep: Report, order: dict[str, int], base: dict[str, Any]) -> Report:
@@ -232,12 +274,12 @@ def _inspect_file(path: Path) -> Report:
         body = scheme_body(meta["schemes"][fqn])
         slot = layout.slot(fqn, cls.original_part, ties)
         if slot not in originals:
-            spec = layout.parts.get(slot)
-            originals[slot] = stored[slot] if spec is None else unpack_part(stored[slot], spec)
+            originals[slot] = stored.reader.part(slot, packed=False)
         own = {part: stored.part(fqn, part) for part in layout.specs[fqn]
                if part != cls.original_part}
         rebuilt.append((cls.from_scheme(body, own), own))
-        _shared_row(rep, seen, fqn, rebuilt[-1][0], originals[slot], owners)
+        _shared_row(rep, seen, fqn, rebuilt[-1][0], originals[slot], owners,
+                    file_stats(stored, fqn, cls, layout.specs[fqn]))
     for alias, source in ties.items():
         if alias in layout.parts:
             continue

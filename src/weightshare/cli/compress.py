@@ -37,6 +37,16 @@ def _default(name: str):  # noqa: ANN202 - click option keyword arguments
             "help": field_help(ClusterConfig, name)}
 
 
+def _coded(r: dict) -> str:
+    c = r.get("codes") or {}
+    if not c.get("count") or c.get("coded_bytes") is None:
+        return ""
+    per = 8 / c["count"]  # bytes -> bits per code
+    return (f"\n         codes entropy-coded {per * c['coded_bytes']:.3f} bits/weight (Shannon "
+            f"limit {per * c['entropy_bytes']:.3f})"
+            + ("; the file stores them coded" if r.get("entropy") else ""))
+
+
 def _text(r: dict) -> str:
     s = r["seconds"]
     notes = r.get("notes", {})
@@ -47,7 +57,7 @@ def _text(r: dict) -> str:
         f"output:  {r['output']}",
         f"size:    {fmt_size(r)}",
         f"codes:   {r['clustered_tensors']} tensors at {r['bits_per_weight']:.3f} bits/weight "
-        "(everything stored: codes, codebooks, scales, outliers)",
+        "(everything stored: codes, codebooks, scales, outliers)" + _coded(r),
         "calibration: " + (f"{cal['samples']} samples of {cal['source']}" if cal
                            else f"off ({notes.get('calibration', 'not asked')})"),
     ]
@@ -106,6 +116,8 @@ def _text(r: dict) -> str:
 @click.option("--codebook-dtype", type=click.Choice(["float32"]), default=None,
               help=field_help(ClusterConfig, "codebook_dtype"))
 @click.option("--strict", is_flag=True, help=field_help(ClusterConfig, "strict"))
+@click.option("--entropy", is_flag=True,
+              help="Entropy-code the codes in the file (smaller; decoded exactly on loading).")
 @click.option("--no-eval", is_flag=True, help="Skip the fidelity measurement.")
 @text_options
 @click.option("--embed-tokenizer", is_flag=True,
@@ -118,8 +130,9 @@ def _text(r: dict) -> str:
 def compress(ctx: click.Context, model: str, recipe: str | None, bits: int,
              calibrate: bool | None, calibration_samples: int | None,
              finetune_seconds: float | None, finetune_steps: int | None, finetune_lr: float,
-             no_eval: bool, data: str | None, eval_data: str | None, embed_tokenizer: bool,
-             output: str | None, as_json: bool, quiet: bool, **fields: object) -> None:
+             entropy: bool, no_eval: bool, data: str | None, eval_data: str | None,
+             embed_tokenizer: bool, output: str | None, as_json: bool, quiet: bool,
+             **fields: object) -> None:
     """Cluster MODEL's weights to 2^bits shared values and save a weightshare file."""
     if recipe is not None:
         given = {k: v for k, v in fields.items()
@@ -131,7 +144,7 @@ def compress(ctx: click.Context, model: str, recipe: str | None, bits: int,
         config = ClusterConfig(bits=bits, **{k: fields[k] for k in _FIELDS})  # type: ignore[arg-type]
     result = run(model, config, output, calibrate=calibrate, measure=not no_eval,
                  progress=None if not quiet else False, data=data, eval_data=eval_data,
-                 embed_tokenizer=embed_tokenizer, calibration_samples=calibration_samples,
-                 finetune_seconds=finetune_seconds, finetune_steps=finetune_steps,
-                 finetune_lr=finetune_lr)
+                 embed_tokenizer=embed_tokenizer, entropy=entropy,
+                 calibration_samples=calibration_samples, finetune_seconds=finetune_seconds,
+                 finetune_steps=finetune_steps, finetune_lr=finetune_lr)
     emit(result, as_json, quiet, _text)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from weightshare.errors import ModelLoadError
+from weightshare.errors import ModelLoadError, WeightShareError
 from weightshare.models.memory import own_memory
 
 MINILM_NAME = "minilm"
@@ -312,10 +312,13 @@ def load_model(spec: str | os.PathLike[str] = MINILM_NAME) -> LoadedModel:
     return _load_hub(spec)
 
 
-def model_from_config(hf_class: str, hf_config: dict) -> torch.nn.Module:
+def model_from_config(hf_class: str, hf_config: dict, *, skeleton: bool = False
+                      ) -> torch.nn.Module:
     """Rebuild a transformers model from its class name and config dict, offline.
 
     The weights are freshly initialised: the caller loads a state dict into the result.
+    ``skeleton=True`` leaves the model where it was built (device, dtype): weightshare's
+    loader builds it on the meta device and assigns the file's tensors.
 
     >>> model = model_from_config("BertModel", {"model_type": "bert", "hidden_size": 32,
     ...     "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64})
@@ -342,9 +345,11 @@ def model_from_config(hf_class: str, hf_config: dict) -> torch.nn.Module:
         try:
             config = AutoConfig.for_model(hf_config["model_type"], **kwargs)
             model = cls(config)
+        except WeightShareError:  # the loader's own checks while building: as they are
+            raise
         except Exception as exc:  # unknown model_type (ValueError), bad field values, ...
             raise ModelLoadError(
                 f"cannot build {hf_class} from its config: {_first_line(exc)}; "
                 "check the config or upgrade transformers"
             ) from exc
-    return _finish(model)
+    return model.eval() if skeleton else _finish(model)

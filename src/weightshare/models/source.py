@@ -121,8 +121,12 @@ class ModelSource:
                 return None
         return model.eval()
 
-    def load(self) -> LoadedModel:
-        """The model with its weights, its tokenizer and where it came from."""
+    def load(self, runtime: str = "train") -> LoadedModel:
+        """The model with its weights, its tokenizer and where it came from.
+
+        ``runtime``: the form a weightshare file's shared weights take
+        (``weightshare.load``): ``"train"`` to change or fine-tune it, ``"packed"`` to run it.
+        """
         if self.form != "file":
             lm = load_model(self.spec)
             self._tokenizer, self._tokenizer_done = lm.tokenizer, True
@@ -130,7 +134,7 @@ class ModelSource:
         from ..io import load
 
         assert self.path is not None
-        model = load(self.path)
+        model = load(self.path, runtime=runtime)
         return LoadedModel(model=model, tokenizer=self.tokenizer(), kind=self.kind,
                            name=self.spec, hf_config=self.hf_config, hf_class=self.hf_class,
                            source_dir=None, base=self.base)
@@ -195,7 +199,7 @@ def _file(spec: str, path: Path) -> ModelSource:
                        metadata=meta)
 
 
-def open_model(spec: str | os.PathLike = MINILM_NAME) -> LoadedModel:
+def open_model(spec: str | os.PathLike = MINILM_NAME, runtime: str = "train") -> LoadedModel:
     """A transformers directory or hub id, a weightshare file, or ``minilm``, with its
     tokenizer found the one way (see ``resolve``).
 
@@ -204,7 +208,7 @@ def open_model(spec: str | os.PathLike = MINILM_NAME) -> LoadedModel:
         >>> lm.kind  # doctest: +SKIP
         'sentence-embedding'
     """
-    return resolve(spec).load()
+    return resolve(spec).load(runtime)
 
 
 def check_same_model(reference: ModelSource, candidate: ModelSource) -> None:

@@ -310,3 +310,27 @@ def test_error_feedback_lowers_a_convolution_s_output_error():
         with torch.no_grad():
             errs[ef] = float((m(x) - conv(x)).pow(2).sum())
     assert errs[True] < errs[False]
+
+
+def test_scales_outliers_and_vectors_load_packed_as_their_trainable_form(tmp_path):
+    from weightshare.runtime import to_runtime_
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(),
+                          nn.Linear(32, 32))
+    x = torch.randn(16, 32)
+    ws.cluster_(model, ws.ClusterConfig(bits=3, min_size=0, scales="per_channel",
+                                        outliers=0.01, include=(r"^0$",)))
+    ws.cluster_(model, ws.ClusterConfig(bits=6, vector_dim=2, min_size=0, include=(r"^2$",)))
+    ws.cluster_(model, ws.ClusterConfig(bits=3, min_size=0, include=(r"^4$",)))
+    with torch.no_grad():
+        want = model(x)
+    path = tmp_path / "m.safetensors"
+    ws.save(model, path)
+    packed = ws.load(path, copy.deepcopy(model), runtime="packed")
+    kinds = [type(w).__name__ for _, _, _, w, _ in ws.core.protocol.iter_shared(packed)]
+    # only the plain codebook has a packed form; the others keep their trainable one
+    assert kinds == ["CodebookWeight", "VectorCodebookWeight", "PackedCodebookWeight"]
+    with torch.no_grad():
+        assert torch.allclose(packed(x), want, atol=1e-5)
+        assert torch.allclose(to_runtime_(model, "packed")(x), want, atol=1e-5)

@@ -240,14 +240,16 @@ def reassign(weight: CodebookWeight | VectorCodebookWeight, codebook: torch.Tens
     weight.codes.copy_(codes.reshape(weight.codes.shape).to(weight.codes.dtype))
 
 
-def finetune_summary(model: nn.Module, teacher: nn.Module, data: Any, **options: Any
-                     ) -> dict[str, Any]:
+def finetune_summary(model: nn.Module, teacher: nn.Module, data: Any, before: Any = None,
+                     **options: Any) -> dict[str, Any]:
     """``finetune_codebooks_`` (same arguments), then ``model.eval()``; returns what the CLI
-    reports: ``seconds``, ``steps`` and ``diverged`` (the divergence event, or None)."""
+    reports: ``seconds``, ``steps``, ``diverged`` (the divergence event, or None) and
+    ``fidelity_before`` (``before``, measured by the caller)."""
     history: list[dict] = []
     t0 = time.perf_counter()
     finetune_codebooks_(model, teacher, data, history=history, **options)
     model.eval()
     return {"seconds": time.perf_counter() - t0,
             "steps": sum(1 for h in history if "loss" in h),
-            "diverged": next((h for h in history if h.get("event") == "diverged"), None)}
+            "diverged": next((h for h in history if h.get("event") == "diverged"), None),
+            "fidelity_before": before}

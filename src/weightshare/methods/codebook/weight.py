@@ -194,6 +194,10 @@ class CodebookWeight(SharedWeight, ScalesAndOutliers):
         return {"codes": self.codes, **self._extras_parts()}
 
     @classmethod
+    def dense_dtype_name(cls, s: dict[str, Any]) -> str:
+        return s.get("dense_dtype", s["dtype"])
+
+    @classmethod
     def from_scheme(cls, s: dict[str, Any], parts: dict[str, torch.Tensor]) -> CodebookWeight:
         shape = tuple(s["shape"])
         codes = parts["codes"].reshape(shape)
