@@ -23,6 +23,7 @@ from .config import ClusterConfig
 from .fisher import FisherLoss, fisher_importance, floored
 from .groups import group_sizes, warn_changes
 from .hessian import forward_stages, input_hessians, takes_hessian
+from .plain import cluster_plain, is_plain
 from .vector import VectorCodebookWeight
 from .weight import CodebookWeight
 
@@ -179,6 +180,8 @@ def _layer(t: Target, config: ClusterConfig, importance: dict[str, torch.Tensor]
 def _build_one(t: Target, plan: Plan, importance: dict[str, torch.Tensor],
                hessians: dict[str, torch.Tensor]) -> tuple[SharedWeight, torch.Tensor]:
     config = plan.get(t.name)
+    if is_plain(config):  # the lean path: no float64 copies of a large table
+        return cluster_plain(t, config, importance.get(t.name))
     with torch.no_grad():
         layer = _layer(t, config, importance, hessians)
         codebook = fit_codebook([layer], config)

@@ -1,6 +1,6 @@
 """Recipes: the combinations of ``ClusterConfig`` fields a user should reach for.
 
-Measured on all-MiniLM-L6-v2 (docs/codebooks.md, docs/benchmarks.md section 4):
+Measured on all-MiniLM-L6-v2 (docs/codebooks.md; docs/benchmarks.md, Codebook quality):
 
 * ``fast``: exact per-tensor k-means weighted by each input's mean square (32
   calibration sentences): seconds, the fidelity of coremltools' post-training
