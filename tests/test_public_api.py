@@ -10,8 +10,9 @@ import weightshare as ws
 def test_public_names():
     assert set(ws.__all__) == {
         "ClusterConfig", "Report", "TieConfig", "WeightShareError", "__version__", "cluster_",
-        "distill_", "find_ties", "inspect", "kmeans1d", "load", "materialize_", "merge_", "retie_",
-        "save", "share_", "tie_", "to_runtime_", "untie_", "verify_ties"}
+        "distill_", "finetune_codebooks_", "find_ties", "inspect", "kmeans1d", "load",
+        "materialize_", "merge_", "retie_", "save", "share_", "tie_", "to_runtime_", "untie_",
+        "verify_ties"}
 
 
 # DESIGN.md's fixed signatures: other code calls these keywords
@@ -26,6 +27,7 @@ SIGNATURES = {
     "inspect": ["model_or_path"],
     "share_": ["model"],
     "materialize_": ["model"],
+    "finetune_codebooks_": ["model", "teacher", "data"],
 }
 
 

@@ -11,7 +11,7 @@ from .core.share import share_
 from .core.ties import find_ties, verify_ties
 from .errors import WeightShareError
 from .io import load, save
-from .methods.codebook import ClusterConfig, cluster_
+from .methods.codebook import ClusterConfig, cluster_, finetune_codebooks_
 from .methods.codebook.kmeans import kmeans1d
 from .methods.tie import TieConfig, merge_, retie_, tie_, untie_
 from .runtime import to_runtime_
@@ -27,6 +27,7 @@ __all__ = [
     "__version__",
     "cluster_",
     "distill_",
+    "finetune_codebooks_",
     "find_ties",
     "inspect",
     "kmeans1d",
