@@ -11,7 +11,7 @@ def test_public_names():
     assert set(ws.__all__) == {
         "ClusterConfig", "Report", "TieConfig", "WeightShareError", "__version__", "cluster_",
         "distill_", "find_ties", "inspect", "kmeans1d", "load", "materialize_", "merge_", "retie_",
-        "save", "share_", "tie_", "untie_", "verify_ties"}
+        "save", "share_", "study", "tie_", "untie_", "verify_ties"}
 
 
 # DESIGN.md's fixed signatures: other code calls these keywords

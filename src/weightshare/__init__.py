@@ -2,9 +2,11 @@
 
 Public names only; the logic lives in the submodules:
 ``core`` (protocol, registry, selection, ties), ``methods`` (one package per kind of
-sharing), ``io`` (the file format), ``analysis`` (inspect, fidelity), ``train``.
+sharing), ``io`` (the file format), ``analysis`` (inspect, fidelity), ``train``,
+``study`` (the evidence: every claim for weight sharing measured, ``ws.study.run``).
 """
 
+from . import study
 from .analysis.report import Report, inspect
 from .core.protocol import materialize_
 from .core.share import share_
@@ -35,6 +37,7 @@ __all__ = [
     "retie_",
     "save",
     "share_",
+    "study",
     "tie_",
     "untie_",
     "verify_ties",

@@ -15,6 +15,7 @@ from ..errors import WeightShareError
 from .compress import compress
 from .eval import eval_cmd
 from .inspect import inspect_cmd
+from .study import study
 from .tie import tie
 
 DEBUG_ENV = "WEIGHTSHARE_DEBUG"
@@ -30,7 +31,7 @@ def cli() -> None:
     """
 
 
-for _verb in (compress, tie, inspect_cmd, eval_cmd):
+for _verb in (compress, tie, inspect_cmd, eval_cmd, study):
     cli.add_command(_verb)
 
 
