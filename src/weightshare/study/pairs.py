@@ -78,7 +78,7 @@ def language(ctx: Context) -> Pair:
                 {"shared": shared, "unshared": unshared},
                 corpus.windows("train", size.context),
                 corpus.windows("valid", size.context, count=ctx.pick(64, 256)),
-                batch=ctx.pick(8, 32), lr=2e-3, target=Target("loss", ctx.pick(4.0, 2.0)),
+                batch=ctx.pick(8, 16), lr=2e-3, target=Target("loss", ctx.pick(4.0, 2.3)),
                 metric_name="validation loss (held-out plays)")
 
 

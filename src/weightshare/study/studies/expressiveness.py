@@ -21,8 +21,8 @@ QUICK_VARIANTS = ("untied", "cycle3", "all", "relaxed-r2", "shallow1", "shallow3
 
 def run(ctx: Context) -> Result:
     size = ctx.pick(lm.QUICK, lm.FULL)
-    steps = ctx.pick(30, 700)
-    batch = ctx.pick(8, 32)
+    steps = ctx.pick(30, 1400)
+    batch = ctx.pick(8, 16)
     lr = 2e-3
     corpus = lm.corpus(ctx.shakespeare_path())
     train_data = corpus.windows("train", size.context)
