@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data.chars import CharCorpus, load_chars
+from ..data.chars import CharCorpus, load_chars, windows
 from ..errors import ConfigError
 from ..methods.tie import TieConfig, iter_relaxed, tie_
-from ..models.charlm import CharTransformer
+from ..models.chartransformer import CharTransformer
 
 
 @dataclass(frozen=True)
@@ -40,15 +40,44 @@ class LMSize:
 FULL = LMSize(dim=64, layers=6, heads=4, context=64)
 QUICK = LMSize(dim=16, layers=6, heads=2, context=16)
 
-_CORPORA: dict[str, CharCorpus] = {}
+# the held-out windows are drawn at fixed random offsets of the validation text, the same
+# for every model, seed and study
+EVAL_SEED = 1234
+VALIDATION = 0.1  # load_chars' default: the last tenth of the files (plays) by name
 
 
-def corpus(path: Path) -> CharCorpus:
+@dataclass(frozen=True)
+class Text:
+    """The corpus split by file (``data.chars.load_chars``), and what the reports name."""
+
+    corpus: CharCorpus
+    valid_files: tuple[str, ...]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.corpus.vocab)
+
+    def train(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every non-overlapping training window of ``length`` characters."""
+        return windows(self.corpus.train, length)
+
+    def held_out(self, length: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``count`` validation windows at fixed offsets (the same every call)."""
+        return windows(self.corpus.validation, length, count,
+                       torch.Generator().manual_seed(EVAL_SEED))
+
+
+_TEXTS: dict[str, Text] = {}
+
+
+def corpus(path: Path) -> Text:
     """The Shakespeare corpus split by play (read once per process)."""
     key = str(Path(path).resolve())
-    if key not in _CORPORA:
-        _CORPORA[key] = load_chars(path)
-    return _CORPORA[key]
+    if key not in _TEXTS:
+        names = sorted(f.name for f in Path(path).glob("*.txt"))
+        held = max(1, round(len(names) * VALIDATION))
+        _TEXTS[key] = Text(load_chars(path, validation=VALIDATION), tuple(names[-held:]))
+    return _TEXTS[key]
 
 
 def tie_config(variant: str) -> TieConfig | None:

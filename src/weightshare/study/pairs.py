@@ -76,8 +76,7 @@ def language(ctx: Context) -> Pair:
     return Pair("language", {"shared": lm.label("all", size), "unshared": lm.label("untied",
                                                                                    size)},
                 {"shared": shared, "unshared": unshared},
-                corpus.windows("train", size.context),
-                corpus.windows("valid", size.context, count=ctx.pick(64, 256)),
+                corpus.train(size.context), corpus.held_out(size.context, ctx.pick(64, 256)),
                 batch=ctx.pick(8, 16), lr=2e-3, target=Target("loss", ctx.pick(4.0, 2.3)),
                 metric_name="validation loss (held-out plays)")
 

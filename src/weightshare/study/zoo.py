@@ -92,7 +92,7 @@ def gru_pair(vocab: int, dim: int, hidden: int, length: int, seed: int
     """A char GRU (temporal sharing) and its per-step twin for windows of ``length``,
     each step's weights drawn independently."""
     torch.manual_seed(seed)
-    gru = CharGRU(vocab, dim, hidden)
+    gru = CharGRU(vocab, embedding=dim, hidden=hidden)
     twin = unshare(gru, torch.zeros(1, length, dtype=torch.long))
     torch.manual_seed(seed + 10_000)
     for module in twin.modules():

@@ -25,8 +25,8 @@ def run(ctx: Context) -> Result:
     batch = ctx.pick(8, 16)
     lr = 2e-3
     corpus = lm.corpus(ctx.shakespeare_path())
-    train_data = corpus.windows("train", size.context)
-    valid = corpus.windows("valid", size.context, count=ctx.pick(64, 512))
+    train_data = corpus.train(size.context)
+    valid = corpus.held_out(size.context, ctx.pick(64, 512))
     variants = ctx.pick(QUICK_VARIANTS, VARIANTS)
     ctx.progress.start(steps * len(variants) * len(ctx.seeds))
 
@@ -94,7 +94,7 @@ def run(ctx: Context) -> Result:
         ax.set_title(f"Char transformer, {steps} steps x {batch} x {size.context} chars")
         ax.legend()
     notes = [f"Validation plays (never trained on): {', '.join(corpus.valid_files)}; "
-             f"{valid[0].shape[0]} windows of {size.context} characters.",
+             f"{valid[0].shape[0]} windows of {size.context} characters at fixed offsets.",
              "Every model sees the same batches in the same order for the same number of "
              "steps (equal data, not equal compute: a deep model costs more per step than a "
              "shallow one of the same size).",
@@ -105,7 +105,7 @@ def run(ctx: Context) -> Result:
         figures={"variants": rows},
         claims=[price, deep, relaxed], tables=[table], plots=[plot], notes=notes,
         setup={"size": size.__dict__, "steps": steps, "batch": batch, "lr": lr,
-               "vocab": corpus.vocab_size, "train_chars": int(corpus.train.numel()),
+               "vocab": corpus.vocab_size, "train_chars": int(corpus.corpus.train.numel()),
                "valid_chars_evaluated": int(valid[0].numel())})
 
 

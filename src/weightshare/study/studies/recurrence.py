@@ -57,12 +57,13 @@ def run(ctx: Context) -> Result:
     multiples = (2, 4, 8)
     longest = length * multiples[-1]
     count = ctx.pick(32, 256)
-    train_data = corpus.windows("train", length)
+    train_data = corpus.train(length)
     # evaluation windows: the same `count` start positions in the validation plays for
     # every length (longest + 1 characters each: inputs and next characters)
-    n = corpus.valid.numel() - longest - 1
+    valid = corpus.corpus.validation
+    n = valid.numel() - longest - 1
     starts = torch.linspace(0, n - 1, count).long()
-    windows = corpus.valid[starts[:, None] + torch.arange(longest + 1)[None, :]]
+    windows = valid[starts[:, None] + torch.arange(longest + 1)[None, :]]
     short = sorted({max(1, length // 4), max(1, length // 2), length})
     long_lengths = [length * m for m in multiples]
     ctx.progress.start(2 * steps * len(ctx.seeds))

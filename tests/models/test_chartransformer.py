@@ -1,5 +1,5 @@
-"""The char models: the transformer's blocks are a stack that every tie strategy finds; the
-GRU runs any length."""
+"""The char transformer's blocks are a stack that every tie strategy finds; the study's GRU
+runs any length, its per-step twin only its own."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import torch
 
 import weightshare as ws
 from weightshare.errors import ConfigError, ShapeError
-from weightshare.models.charlm import CharGRU, CharTransformer
+from weightshare.models.charlm import CharGRU
+from weightshare.models.chartransformer import CharTransformer
 from weightshare.study import lm
 
 

@@ -1,21 +1,16 @@
-"""Small character-level language models for the sharing studies.
+"""A small character-level transformer language model for the sharing studies.
 
-* :class:`CharTransformer`: a GPT-style decoder (pre-norm blocks of causal self-attention
-  and a GELU MLP) whose blocks sit in one ``nn.ModuleList`` ``blocks``, so
-  ``ws.tie_(model, TieConfig(strategy=...))`` finds them as a stack of repeated blocks:
-  cross-layer sharing (ALBERT, cycle strategies, relaxed ties) applies unchanged.
-* :class:`CharGRU`: embedding, one ``nn.GRU`` (sharing its weights across time steps),
-  linear read-out; ``ws.unshare(model, ids)`` gives its per-step twin.
-
-Both map ids (batch, steps) to logits (batch, steps, vocab).
+:class:`CharTransformer` is a GPT-style decoder (pre-norm blocks of causal self-attention
+and a GELU MLP) whose blocks sit in one ``nn.ModuleList`` ``blocks``, so
+``ws.tie_(model, TieConfig(strategy=...))`` finds them as a stack of repeated blocks:
+cross-layer sharing (ALBERT, cycle strategies, relaxed ties) applies unchanged. It maps
+ids (batch, steps) to logits (batch, steps, vocab), like ``models.charlm.CharGRU``.
 
 Example:
     >>> import torch
     >>> lm = CharTransformer(vocab=40, dim=32, layers=3, heads=2, context=16)
     >>> lm(torch.zeros(2, 16, dtype=torch.long)).shape
     torch.Size([2, 16, 40])
-    >>> CharGRU(vocab=40, hidden=24)(torch.zeros(2, 5, dtype=torch.long)).shape
-    torch.Size([2, 5, 40])
 """
 
 from __future__ import annotations
@@ -85,22 +80,3 @@ class CharTransformer(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.head(self.norm(x))  # (B, T, vocab)
-
-
-class CharGRU(nn.Module):
-    """Embedding -> ``nn.GRU`` (one set of weights for every time step) -> linear read-out.
-
-    Runs any number of steps; its unshared twin (``ws.unshare``) runs exactly the number
-    it was built for.
-    """
-
-    def __init__(self, vocab: int, dim: int = 32, hidden: int = 128) -> None:
-        super().__init__()
-        _positive(vocab=vocab, dim=dim, hidden=hidden)
-        self.embed = nn.Embedding(vocab, dim)
-        self.rnn = nn.GRU(dim, hidden, batch_first=True)
-        self.head = nn.Linear(hidden, vocab)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        out, _ = self.rnn(self.embed(ids.long()))  # (B, T, hidden)
-        return self.head(out)
