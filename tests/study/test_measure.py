@@ -1,4 +1,4 @@
-"""Memory from the OS in a fresh process; curves read at a time; equal-size widths."""
+"""Memory from the OS in a fresh process; curves read at a time."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 
 from weightshare.study.memory import isolated, train_peak
 from weightshare.study.trainer import Run, at_seconds
-from weightshare.study.zoo import equal_size_hidden, lenet300_params
 
 
 def _probe(n: int) -> dict:
@@ -33,9 +32,3 @@ def test_at_seconds_interpolates():
     run.evals = [{"seconds": 1.0, "loss": 4.0}, {"seconds": 3.0, "loss": 2.0}]
     assert at_seconds(run, 2.0) == pytest.approx(3.0)
     assert math.isnan(at_seconds(run, 0.5)) and math.isnan(at_seconds(run, 3.5))
-
-
-@pytest.mark.parametrize("params", [4_000, 33_000, 133_000])
-def test_equal_size_widths(params):
-    h = equal_size_hidden(params)
-    assert abs(lenet300_params(h) - params) / params < 0.02

@@ -45,11 +45,18 @@ class Stats:
     def to_dict(self) -> dict[str, Any]:
         return {"mean": self.mean, "std": self.std, "n": self.n, "values": list(self.values)}
 
-    def fmt(self, digits: int = 3, scale: float = 1.0, unit: str = "") -> str:
-        """``"1.234 ± 0.010"`` (``scale`` multiplies both, e.g. 100 for percent)."""
+    def fmt(self, digits: int | None = None, scale: float = 1.0, unit: str = "") -> str:
+        """``"1.234 ± 0.010"`` (``scale`` multiplies both, e.g. 100 for percent); without
+        ``digits``, counts >= 1000 print whole with separators, others to 4 significant
+        digits."""
         if self.n == 0 or math.isnan(self.mean):
             return "n/a"
-        return f"{self.mean * scale:.{digits}f} ± {self.std * scale:.{digits}f}{unit}"
+        mean, std = self.mean * scale, self.std * scale
+        if digits is None:
+            if abs(mean) >= 1000:
+                return f"{mean:,.0f} ± {std:,.0f}{unit}"
+            return f"{mean:.4g} ± {std:.2g}{unit}"
+        return f"{mean:.{digits}f} ± {std:.{digits}f}{unit}"
 
 
 def summarize(values: Sequence[float]) -> Stats:
@@ -100,7 +107,7 @@ class Comparison:
         word = {"supported": "beats", "reversed": "loses to", "within_spread": "ties with",
                 "incomplete": "vs", "too_few_seeds": "vs"}[self.outcome]
         return (f"{self.a} {word} {self.b} on {self.metric}{where} "
-                f"({self.a_stats.fmt(4)} vs {self.b_stats.fmt(4)}, "
+                f"({self.a_stats.fmt()} vs {self.b_stats.fmt()}, "
                 f"{self.better} is better; difference {self.difference:+.4g}, "
                 f"spread {self.spread:.4g})")
 

@@ -11,14 +11,12 @@ independently, so the studies do that (same distribution as the shared layer's i
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from ..methods.hash import hash_
 from ..models.charlm import CharGRU
-from ..models.lenet import LeNet5, LeNet300, lenet5, lenet300
+from ..models.lenet import LeNet5, LeNet300, equal_size, lenet5, lenet300
 from ..nn import LocallyConnected2d, UnsharedGRU, unshare
 
 MNIST_SHAPE = (1, 1, 28, 28)
@@ -52,27 +50,6 @@ def mlp_net(seed: int) -> LeNet300:
     return lenet300(MLP_HIDDEN)
 
 
-def lenet300_params(hidden: tuple[int, int]) -> int:
-    h1, h2 = hidden
-    return 784 * h1 + h1 + h1 * h2 + h2 + h2 * 10 + 10
-
-
-def equal_size_hidden(params: int) -> tuple[int, int]:
-    """Widths (3k, k) of a 784-h1-h2-10 net with about ``params`` parameters (the
-    equal-size dense net of HashedNets: LeNet-300-100's shape, scaled down).
-
-    Example:
-        >>> equal_size_hidden(266_610)
-        (300, 100)
-    """
-    # 3k^2 * 100/100 ... : params(k) = 30000 c^2 + 236600 c + 10 with h1 = 300c, h2 = 100c
-    c = (-236_600 + math.sqrt(236_600 ** 2 + 4 * 30_000 * max(params - 10, 0))) / 60_000
-    h2 = max(1, round(100 * c))
-    best = min(((h1, h2) for h1 in range(1, 3 * h2 + 4)),
-               key=lambda h: abs(lenet300_params(h) - params))
-    return best
-
-
 def hashed_net(ratio: float, seed: int) -> LeNet300:
     """LeNet-300-100 whose three weight matrices are hashed to ``ratio`` of their size
     (biases dense), buckets drawn from a fresh initialisation."""
@@ -83,8 +60,24 @@ def hashed_net(ratio: float, seed: int) -> LeNet300:
 
 
 def dense_net(hidden: tuple[int, int], seed: int) -> LeNet300:
+    """A 784-hidden[0]-hidden[1]-10 perceptron, seeded."""
     torch.manual_seed(seed)
     return lenet300(hidden)
+
+
+def equal_size_hidden(params: int) -> tuple[int, int]:
+    """The widths of HashedNets' equal-size dense baseline: LeNet-300-100 with its widths
+    scaled down until it stores at most ``params`` parameters (``models.lenet.equal_size``:
+    the last hidden layer keeps 10 units, no strawman bottleneck).
+
+    Example:
+        >>> equal_size_hidden(266_610)
+        (300, 100)
+    """
+    model = equal_size("lenet300", params)
+    assert isinstance(model, LeNet300)
+    h1, h2 = model.hidden
+    return h1, h2
 
 
 def gru_pair(vocab: int, dim: int, hidden: int, length: int, seed: int
@@ -101,5 +94,5 @@ def gru_pair(vocab: int, dim: int, hidden: int, length: int, seed: int
     return gru, twin
 
 
-__all__ = ["LeNet300", "LeNet5", "conv_net", "dense_net", "equal_size_hidden", "gru_pair",
-           "hashed_net", "local_net", "mlp_net"]
+__all__ = ["FACTORS", "conv_net", "dense_net", "equal_size_hidden", "gru_pair", "hashed_net",
+           "local_net", "mlp_net"]

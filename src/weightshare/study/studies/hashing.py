@@ -15,8 +15,8 @@ from ...data.mnist import load_mnist
 from ..context import Claim, Context, Result, Table
 from ..registry import Study, register
 from ..stats import compare, summarize
-from ..trainer import train
-from ..zoo import FACTORS, dense_net, equal_size_hidden, hashed_net, lenet300_params
+from ..trainer import param_count, train
+from ..zoo import FACTORS, dense_net, equal_size_hidden, hashed_net
 
 
 def run(ctx: Context) -> Result:
@@ -32,7 +32,7 @@ def run(ctx: Context) -> Result:
         hashed = inspect(hashed_net(1 / f, 0)).unique_params
         hidden = equal_size_hidden(hashed)
         sizes[str(f)] = {"hashed_params": hashed, "dense_hidden": list(hidden),
-                         "dense_params": lenet300_params(hidden)}
+                         "dense_params": param_count(dense_net(hidden, 0))}
     errors: dict[str, dict[str, list[float]]] = {str(f): {"hashed": [], "dense": []}
                                                   for f in factors}
     full: list[float] = []
@@ -63,7 +63,8 @@ def run(ctx: Context) -> Result:
                     "784-{}-{}-10".format(*sizes[str(f)]["dense_hidden"]),
                     summarize(errors[str(f)]["hashed"]).fmt(2, 100),
                     summarize(errors[str(f)]["dense"]).fmt(2, 100)] for f in factors]
-                  + [["1 (no sharing)", f"{lenet300_params((300, 100)):,}", "784-300-100-10",
+                  + [["1 (no sharing)", f"{param_count(dense_net((300, 100), 0)):,}",
+                      "784-300-100-10",
                       summarize(full).fmt(2, 100), summarize(full).fmt(2, 100)]])
     plot = "hashing.png"
     with ctx.figure(plot) as ax:
@@ -85,8 +86,10 @@ def run(ctx: Context) -> Result:
              f"{data[0].shape[0]:,} training images, test error on {test[0].shape[0]:,} test "
              "images.",
              "Hashed nets: ws.hash_(lenet300(), ratio=1/f, init='sample'); biases stay dense "
-             "and are counted in the stored parameters. The dense net's widths keep "
-             "LeNet-300-100's 3:1 shape, chosen to match the hashed net's stored parameters."]
+             "and are counted in the stored parameters. The equal-size dense net is "
+             "models.lenet.equal_size: LeNet-300-100's widths scaled by one factor until it "
+             "stores at most as many parameters as the hashed net, its last hidden layer "
+             "kept at >= 10 units (a narrower bottleneck would make it a strawman)."]
     return Result(figures={"sizes": sizes, "test_error": errors, "full_test_error": full,
                            "train_seconds": {k: summarize(v).to_dict()
                                              for k, v in seconds.items()}},

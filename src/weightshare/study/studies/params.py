@@ -32,6 +32,7 @@ from ..zoo import (
     local_net,
     mlp_net,
 )
+from .expressiveness import QUICK_VARIANTS, VARIANTS
 
 # the Shakespeare vocabulary's size (76 characters, id 0 included) when no --data is given
 DEFAULT_VOCAB = 76
@@ -54,7 +55,7 @@ def models(ctx: Context, vocab: int) -> dict[str, tuple[str, Callable[[int], nn.
         hashed = inspect(hashed_net(1 / f, 0)).unique_params
         h = equal_size_hidden(hashed)
         out[f"dense 784-{h[0]}-{h[1]}-10 (= hashed 1/{f})"] = ("hashing", partial(dense_net, h))
-    for v in ("untied", "cycle3", "all", "relaxed-r4", "relaxed-r16", "shallow1", "shallow3"):
+    for v in ctx.pick(QUICK_VARIANTS, VARIANTS):
         used = ", training-speed, convergence" if v in ("untied", "all") else ""
         out[f"char transformer {lm.label(v, size)}"] = (
             "expressiveness" + used, partial(_transformer, v, vocab, size))
