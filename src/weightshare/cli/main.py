@@ -17,6 +17,7 @@ from .eval import eval_cmd
 from .inspect import inspect_cmd
 from .study import study
 from .tie import tie
+from .train import train
 
 DEBUG_ENV = "WEIGHTSHARE_DEBUG"
 
@@ -31,7 +32,7 @@ def cli() -> None:
     """
 
 
-for _verb in (compress, tie, inspect_cmd, eval_cmd, study):
+for _verb in (compress, tie, inspect_cmd, eval_cmd, train, study):
     cli.add_command(_verb)
 
 

@@ -114,6 +114,7 @@ def _collect(model: nn.Module, extra: dict) -> tuple[dict[str, torch.Tensor], di
     first: dict[int, str] = {}  # id(tensor) -> the name it is stored under
     storages: set[int] = set()
     weights: dict[tuple[int, int], str] = {}  # (id(weight), id(original)) -> fqn
+    alive: list[dict[str, torch.Tensor]] = []  # every part seen, until `first` is done
     for fqn, _module, _attr, weight, original in iter_shared(model, remove_duplicate=False):
         key = (id(weight), id(original))
         if key in weights:  # the same shared weight in another module: a tie
@@ -124,6 +125,7 @@ def _collect(model: nn.Module, extra: dict) -> tuple[dict[str, torch.Tensor], di
         specs = type(weight).part_specs(scheme)
         schemes[fqn] = {**scheme, "version": type(weight).version}
         own = weight.parts()
+        alive.append(own)  # parts() may build new tensors: keep them so no id() is reused
         for part, spec in specs.items():
             name = part_name(fqn, part)
             t = original if part == weight.original_part else own[part]

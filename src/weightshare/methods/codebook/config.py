@@ -50,6 +50,9 @@ class ClusterConfig:
     min_size: int = field(default=1024, metadata={
         "help": "weights with fewer values than this stay dense"})
     seed: int = field(default=0, metadata={"help": "seed of random initialisations"})
+    zero: bool = field(default=False, metadata={
+        "help": "pin one of the 2**bits values at exactly zero (zero-sharing: pruned weights "
+                "stay zero, sparse weights store only their nonzeros)"})
 
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 1 <= self.bits <= 8:
@@ -58,6 +61,8 @@ class ClusterConfig:
         check_choice("granularity", self.granularity, GRANULARITIES)
         check_choice("method", self.method, METHODS)
         check_choice("init", self.init, INITS)
+        if not isinstance(self.zero, bool):
+            raise ConfigError(f"zero must be True or False, got {self.zero!r}")
         if not isinstance(self.group_size, int) or self.group_size < 1:
             raise ConfigError(f"group_size must be a positive integer, got {self.group_size!r}")
         if not isinstance(self.min_size, int) or self.min_size < 0:
