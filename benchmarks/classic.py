@@ -233,9 +233,11 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     out_path = Path(args.out)
-    previous = json.loads(out_path.read_text()) if out_path.is_file() else {}
     started = time.time()
     results = run_mnist(args, only, work)
+    # read the previous record only now: other runs of this script (other rows, in
+    # parallel) may have written theirs meanwhile
+    previous = json.loads(out_path.read_text()) if out_path.is_file() else {}
     record = dict(previous)
     rows = {r["row"]: r for r in previous.get("rows", [])}
     rows.update({r["row"]: r for r in results})

@@ -44,7 +44,7 @@ def test_every_sharing_writes_a_file_whose_bytes_give_the_ratio(tiny_mnist, tmp_
         "prune-cluster": ["--sharing", "prune-cluster", "--init", str(dense), "--prune-epochs",
                           "1", "--sparsity", "0.9", "--finetune-epochs", "1", "--bits", "4"],
         "soft": ["--sharing", "soft", "--init", str(dense), "--soft-epochs", "1",
-                 "--finetune-epochs", "1", "--prior-weight", "1e-4"],
+                 "--finetune-epochs", "1", "--zero-std", "0.005"],
     }
     kinds = {"hash": "hash", "small": "dense", "prune-cluster": "zero-codebook",
              "soft": "zero-codebook"}

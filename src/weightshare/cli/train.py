@@ -77,7 +77,11 @@ def _text(r: dict) -> str:
 @click.option("--finetune-epochs", **_opt("finetune_epochs", float))
 @click.option("--components", **_opt("components", int))
 @click.option("--prior-weight", **_opt("prior_weight", float))
+@click.option("--prior-weight-end", **_opt("prior_weight_end", float))
 @click.option("--zero-mixing", **_opt("zero_mixing", float))
+@click.option("--zero-std", **_opt("zero_std", float))
+@click.option("--soft-biases/--no-soft-biases", default=field_default(TrainConfig, "soft_biases"),
+              show_default=True, help=field_help(TrainConfig, "soft_biases"))
 @click.option("--soft-epochs", **_opt("soft_epochs", float))
 @click.option("--validation", **_opt("validation", int))
 @click.option("--init", type=click.Path(dir_okay=False), default=None,

@@ -42,7 +42,7 @@ from ..io.write import check_output_path
 from ..methods.codebook import ClusterConfig, cluster_
 from ..methods.hash import hash_
 from ..methods.prune import GradualPruning
-from ..methods.soft import SoftSharingPrior, soft_to_codebook_
+from ..methods.soft import AnnealPrior, SoftSharingPrior, soft_to_codebook_
 from ..models.lenet import MODELS, build, equal_size, rebuild, widths
 from .loop import evaluate, fit
 
@@ -52,9 +52,9 @@ FROM_DENSE = ("prune-cluster", "soft")  # rows that start from a trained dense n
 # the settings each network trains best with (None in a TrainConfig field means these)
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "lenet300": {"epochs": 20, "sparsity": 0.95, "prune_epochs": 40, "soft_epochs": 30,
-                 "prior_weight": 3e-6},
-    "lenet5": {"epochs": 15, "sparsity": 0.98, "prune_epochs": 20, "soft_epochs": 15,
-               "prior_weight": 3e-6},
+                 "zero_std": 0.03},
+    "lenet5": {"epochs": 15, "sparsity": 0.96, "prune_epochs": 20, "soft_epochs": 15,
+               "zero_std": 0.03},
 }
 
 
@@ -96,11 +96,17 @@ class TrainConfig:
         "prune-cluster and soft: epochs of fine-tuning the shared values (mask kept)"))
     components: int = field(default=17, metadata=_help(
         "soft: mixture components, the zero component included"))
-    prior_weight: float | None = field(default=None, metadata=_help(
-        "soft: weight of -log prior in the loss (tau / training-set size) [default: per "
-        "model]"))
+    prior_weight: float = field(default=1e-6, metadata=_help(
+        "soft: weight of -log prior in the loss at the start (tau / training-set size)"))
+    prior_weight_end: float = field(default=1e-3, metadata=_help(
+        "soft: the weight at the end, raised geometrically over the run (AnnealPrior)"))
     zero_mixing: float = field(default=0.999, metadata=_help(
         "soft: fixed mixing proportion of the zero component"))
+    zero_std: float | None = field(default=None, metadata=_help(
+        "soft: fixed standard deviation of the zero component (sets how large a weight "
+        "it claims, hence the sparsity) [default: per model]"))
+    soft_biases: bool = field(default=False, metadata=_help(
+        "soft: the biases share the codebook too (else they stay fp32)"))
     soft_epochs: float | None = field(default=None, metadata=_help(
         "soft: epochs of training with the prior [default: per model]"))
     validation: int = field(default=0, metadata=_help(
@@ -119,10 +125,12 @@ class TrainConfig:
             raise ConfigError(f"bits must be 1..8, got {self.bits!r}")
         if self.sparsity is not None and not 0 <= self.sparsity < 1:
             raise ConfigError(f"sparsity must be a fraction 0 <= s < 1, got {self.sparsity!r}")
-        for name in ("epochs", "prune_epochs", "soft_epochs"):
+        for name in ("epochs", "prune_epochs", "soft_epochs", "zero_std"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{name} must be > 0, got {value!r}")
+        if not (self.prior_weight > 0 and self.prior_weight_end > 0):
+            raise ConfigError("prior_weight and prior_weight_end must be > 0")
         if self.finetune_epochs < 0 or self.validation < 0 or self.batch_size < 1:
             raise ConfigError("finetune_epochs and validation must be >= 0, batch_size >= 1")
 
@@ -215,9 +223,14 @@ def _deep_compression(model: nn.Module, config: TrainConfig, train: Any,
 
 
 def _soft(model: nn.Module, config: TrainConfig, train: Any, result: dict[str, Any]) -> None:
-    prior = SoftSharingPrior(model, config.components, weight=config.prior_weight,  # type: ignore[arg-type]
-                             zero_mixing=config.zero_mixing)
-    train(model, config.soft_epochs, config.lr / 2, config.seed + 1, regularizers=[prior])
+    prior = SoftSharingPrior(model, config.components, weight=config.prior_weight,
+                             zero_mixing=config.zero_mixing, zero_std=config.zero_std,
+                             biases=config.soft_biases)
+    anneal = AnnealPrior(prior, config.prior_weight, config.prior_weight_end)
+    # a constant learning rate: the prior is strongest at the end, where a decayed rate
+    # would leave the weights where they are
+    train(model, config.soft_epochs, config.lr / 2, config.seed + 1, regularizers=[prior],
+          callbacks=[anneal], schedule="constant")
     soft_to_codebook_(model, prior)
     if config.finetune_epochs:
         train(model, config.finetune_epochs, config.lr / 4, config.seed + 2)

@@ -139,9 +139,13 @@ class SoftSharingPrior(nn.Module):
         if init == "kmeans":
             # where the weights are: k-means of the weights with the zero pinned (most
             # trained weights are small; an even grid would leave them between components)
-            centers, codes = zero_kmeans(w.double(), k)
+            # with a fixed zero_std the zero component claims the small weights: the others
+            # start outside its reach, or they collapse onto zero and compete with it
+            outside = w[w.abs() > 2 * zero_std] if zero_std is not None else w
+            fit_on = outside if outside.numel() >= k else w
+            centers, codes = zero_kmeans(fit_on.double(), k)
             means = centers.float()
-            spread = [float((w[codes == j + 1] - means[j]).square().mean().sqrt())
+            spread = [float((fit_on[codes == j + 1] - means[j]).square().mean().sqrt())
                       if bool((codes == j + 1).any()) else 0.0 for j in range(k)]
             std = init_std if init_std is not None else max(
                 float(torch.tensor(spread).median()), 1e-3 * span)
@@ -223,3 +227,33 @@ class SoftSharingPrior(nn.Module):
     def extra_repr(self) -> str:
         return (f"components={len(self.means) + 1}, covers={len(self.tensors)} tensors, "
                 f"weight={self.weight:g}, zero_mixing={self.zero_mixing}")
+
+
+class AnnealPrior:
+    """A step callback for ``train.fit`` that raises ``prior.weight`` geometrically from
+    ``start`` to ``end`` over the run (``StepInfo.total`` steps).
+
+    Early on the data term dominates and the network stays accurate while the mixture
+    finds its components; at the end the prior dominates and the weights sit on the
+    components, so snapping them (``soft_to_codebook_``) costs little: the deterministic
+    annealing of soft-to-hard quantisation.
+
+    Example:
+        >>> import torch
+        >>> m = torch.nn.Linear(4, 4)
+        >>> prior = SoftSharingPrior(m, components=3)
+        >>> anneal = AnnealPrior(prior, 1e-6, 1e-2)
+        >>> from weightshare.train.hooks import StepInfo
+        >>> anneal(StepInfo(5, 0.0, m, 0.0, 1e-3, total=10)); round(prior.weight, 6)
+        0.0001
+    """
+
+    def __init__(self, prior: SoftSharingPrior, start: float, end: float) -> None:
+        if not (start > 0 and end > 0):
+            raise ConfigError(f"start and end must be > 0, got {start!r}, {end!r}")
+        self.prior, self.start, self.end = prior, float(start), float(end)
+        prior.weight = self.start
+
+    def __call__(self, info: Any) -> None:
+        done = min(info.step / max(info.total or info.step, 1), 1.0)
+        self.prior.weight = self.start * (self.end / self.start) ** done

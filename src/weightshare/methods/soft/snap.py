@@ -1,8 +1,10 @@
 """soft_to_codebook_: the end of soft weight sharing, ordinary codebook weights.
 
 Each weight the prior covers goes to its most responsible component; components that
-no weight chose are dropped, and neighbours that collapsed onto each other (their
-symmetric KL divergence below ``merge_kl``) are merged, as Ullrich et al. do. Each
+no weight chose are dropped, and neighbours that collapsed onto each other (means closer
+than ``merge`` times the wider one's standard deviation) are merged, as Ullrich et al.
+do (they compare KL divergences; a narrow component on top of the wide zero one has a
+large KL but is the same value). Each
 surviving component's value becomes the mean of its members (least squares); the zero
 component stays exactly zero. The result is one zero-sharing codebook
 (``ZeroCodebookWeight``) shared by every covered layer: stored once, its codes at
@@ -22,14 +24,14 @@ from ..prune.zero_codebook import ZeroCodebookWeight
 from .prior import SoftSharingPrior
 
 
-def _symmetric_kl(m1: float, p1: float, m2: float, p2: float) -> float:
-    """KL(a||b) + KL(b||a) of two 1-D Gaussians given means and precisions."""
-    d2 = (m1 - m2) ** 2
-    return 0.5 * (p2 / p1 + p1 / p2 - 2 + d2 * (p1 + p2))
+def _collapsed(m1: float, p1: float, m2: float, p2: float, merge: float) -> bool:
+    """Whether two components sit on each other: their means closer than ``merge`` times
+    the wider one's standard deviation."""
+    return abs(m1 - m2) <= merge * min(p1, p2) ** -0.5 if min(p1, p2) > 0 else m1 == m2
 
 
 @torch.no_grad()
-def soft_to_codebook_(model: nn.Module, prior: SoftSharingPrior, merge_kl: float = 1.0
+def soft_to_codebook_(model: nn.Module, prior: SoftSharingPrior, merge: float = 0.5
                       ) -> nn.Module:
     """Snap the weights ``prior`` covers to its components and make them codebook weights,
     in place; returns ``model``.
@@ -58,8 +60,8 @@ def soft_to_codebook_(model: nn.Module, prior: SoftSharingPrior, merge_kl: float
     group_of = list(range(k))
     head = -1
     for j in sorted((j for j in range(k) if counts[j] > 0), key=lambda j: float(means[j])):
-        if head >= 0 and _symmetric_kl(float(means[head]), float(precision[head]),
-                                       float(means[j]), float(precision[j])) < merge_kl:
+        if head >= 0 and _collapsed(float(means[head]), float(precision[head]),
+                                    float(means[j]), float(precision[j]), merge):
             if j == 0 or (head != 0 and counts[j] > counts[head]):
                 group_of = [j if g == head else g for g in group_of]
                 head = j
