@@ -71,8 +71,8 @@ def equal_size_hidden(params: int) -> tuple[int, int]:
     the last hidden layer keeps 10 units, no strawman bottleneck).
 
     Example:
-        >>> equal_size_hidden(266_610)
-        (300, 100)
+        >>> equal_size_hidden(266_610 // 8)  # LeNet-300-100 hashed to 1/8
+        (41, 13)
     """
     model = equal_size("lenet300", params)
     assert isinstance(model, LeNet300)
