@@ -54,7 +54,7 @@ def run(ctx: Context) -> Result:
     length = ctx.pick(8, 32)
     dim, hidden = ctx.pick((8, 16), (32, 128))
     # 800 steps: the per-step twin's step costs ~6x the GRU's; 15 minutes on one thread
-    steps, batch, lr = ctx.pick(20, 800), ctx.pick(8, 32), 2e-3
+    steps, batch, lr = ctx.pick(20, 500), ctx.pick(8, 32), 2e-3
     multiples = (2, 4, 8)
     longest = length * multiples[-1]
     count = ctx.pick(32, 256)
