@@ -53,7 +53,7 @@ def run(ctx: Context) -> Result:
     vocab = corpus.vocab_size
     length = ctx.pick(8, 32)
     dim, hidden = ctx.pick((8, 16), (32, 128))
-    # 800 steps: the per-step twin's step costs ~6x the GRU's; 15 minutes on one thread
+    # 500 steps: the per-step twin's step costs ~6x the GRU's; 15 minutes on one thread
     steps, batch, lr = ctx.pick(20, 500), ctx.pick(8, 32), 2e-3
     multiples = (2, 4, 8)
     longest = length * multiples[-1]
