@@ -37,17 +37,23 @@ def load(results: Path) -> dict[str, dict]:
 
 
 def summary(docs: dict[str, dict], order: list[str] | None = None) -> str:
-    lines = ["| study | claim | verdict | seeds | minutes |", "| --- | --- | --- | ---: | ---: |"]
+    lines = ["| study | claim | verdict | seeds | wall min | CPU min |",
+             "| --- | --- | --- | ---: | ---: | ---: |"]
     for name in order or list(docs):
         doc = docs.get(name)
         if doc is None:
-            lines.append(f"| {name} | (not run) | — | — | — |")
+            lines.append(f"| {name} | (not run) | — | — | — | — |")
             continue
         for claim in doc["claims"]:
             lines.append(f"| [{name}](#{name}) | {claim['claim']} | "
                          f"**{claim['verdict']['word']}** | {len(doc['seeds'])} | "
-                         f"{doc['seconds'] / 60:.1f} |")
+                         f"{doc['seconds'] / 60:.1f} | {_cpu_minutes(doc)} |")
     return "\n".join(lines)
+
+
+def _cpu_minutes(doc: dict) -> str:
+    cpu = doc["environment"].get("cpu_seconds")
+    return "n/a" if cpu is None else f"{cpu / 60:.1f}"
 
 
 def _number(x: float | None) -> str:
@@ -85,7 +91,8 @@ def detail(doc: dict, plots: str | None = None) -> str:
         lines += ["Notes:", ""] + [f"* {n}" for n in doc["notes"]] + [""]
     env = doc["environment"]
     lines += [f"Command: `{doc['command']}` — seeds {', '.join(map(str, doc['seeds']))}, "
-              f"{doc['seconds'] / 60:.1f} minutes, {env['threads']} torch thread(s) on a "
+              f"{doc['seconds'] / 60:.1f} minutes wall ({_cpu_minutes(doc)} CPU), "
+              f"{env['threads']} torch thread(s) on a "
               f"shared {env['cpus']}-CPU machine, torch {env['torch']}. Raw figures: "
               f"[`{doc['study']}.json`](../benchmarks/results/study/{doc['study']}/"
               f"{doc['study']}.json)."]

@@ -17,7 +17,7 @@ import torch
 from ..errors import ConfigError, SaveError
 from .context import Context, Progress, find_data
 from .registry import get
-from .write import to_json, write_files
+from .write import cpu_seconds, to_json, write_files
 
 DEFAULT_SEEDS = 3
 
@@ -67,14 +67,15 @@ def run(name: str, data: str | os.PathLike | None = None, seeds: int = DEFAULT_S
         torch.set_num_threads(threads)
     bar = Progress(f"study {study.name}", progress)
     ctx = Context(study.name, quick, tuple(range(seeds)), tmp, data_path, bar)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     try:
         result = study.fn(ctx)
         seconds = time.perf_counter() - start
+        cpu = cpu_seconds() - cpu_start
         bar.close()
         doc = to_json(study.name, study.title, quick, ctx.seeds, result,
                       _command(study.name, data_path, seeds, quick, target), str(target),
-                      seconds)
+                      seconds, cpu)
         for path in write_files(tmp, study.name, doc, result):
             os.replace(path, target / path.name)
     finally:

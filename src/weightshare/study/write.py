@@ -29,6 +29,15 @@ def environment() -> dict[str, Any]:
             "cpus": _cpus(), "machine": platform.machine()}
 
 
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its finished children (user + system)."""
+    import resource
+
+    own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
+                                                 resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _cpus() -> int:
     import os
 
@@ -39,9 +48,12 @@ def _cpus() -> int:
 
 
 def to_json(name: str, title: str, quick: bool, seeds: tuple[int, ...], result: Result,
-            command: str, out: str, seconds: float) -> dict[str, Any]:
+            command: str, out: str, seconds: float, cpu: float | None = None
+            ) -> dict[str, Any]:
     """The study's JSON document: ``verdict`` maps each claim id to its word, ``claims``
-    holds each claim's sentence, verdict and comparisons."""
+    holds each claim's sentence, verdict and comparisons; ``seconds`` is wall time,
+    ``environment["cpu_seconds"]`` the CPU time (this process and its children: on a
+    machine shared with other jobs, wall time overstates the work)."""
     return _clean({
         "study": name, "title": title, "quick": quick, "seeds": list(seeds),
         "verdict": {c.id: c.decided().word for c in result.claims},
@@ -50,7 +62,7 @@ def to_json(name: str, title: str, quick: bool, seeds: tuple[int, ...], result: 
         "tables": [t.to_dict() for t in result.tables],
         "plots": list(result.plots), "notes": list(result.notes),
         "setup": _clean(result.setup), "command": command, "out": out,
-        "environment": environment(), "seconds": seconds,
+        "environment": {**environment(), "cpu_seconds": cpu}, "seconds": seconds,
     })
 
 
@@ -89,11 +101,17 @@ def markdown(doc: dict[str, Any], result: Result) -> str:
         lines += ["**Notes.**", ""] + [f"* {n}" for n in result.notes] + [""]
     env = doc["environment"]
     lines += [f"Command: `{doc['command']}`", "",
-              f"Seeds {', '.join(str(s) for s in doc['seeds'])}; {doc['seconds']:.0f} s on "
+              f"Seeds {', '.join(str(s) for s in doc['seeds'])}; {doc['seconds']:.0f} s "
+              f"({_cpu(env)}) on "
               f"{env['cpus']} CPU(s), {env['threads']} torch thread(s), torch {env['torch']}, "
               f"weightshare {env['weightshare']}. Spread = std(A) + std(B) over the seeds; a "
               "claim is supported only where the difference exceeds it.", ""]
     return "\n".join(lines)
+
+
+def _cpu(env: dict[str, Any]) -> str:
+    cpu = env.get("cpu_seconds")
+    return "CPU time not recorded" if cpu is None else f"{cpu:.0f} CPU s"
 
 
 def write_files(folder: Path, name: str, doc: dict[str, Any], result: Result) -> list[Path]:
