@@ -14,7 +14,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[demo,plot,dev]'
+	$(BIN)/pip install -q -e '.[demo,plot,dev,export]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -11,7 +11,7 @@ def test_public_names():
     assert set(ws.__all__) == {
         "ClusterConfig", "Report", "TieConfig", "WeightShareError", "__version__", "cluster_",
         "distill_", "find_ties", "inspect", "kmeans1d", "load", "materialize_", "merge_", "retie_",
-        "save", "share_", "study", "tie_", "untie_", "verify_ties",
+        "save", "share_", "study", "tie_", "to_runtime_", "untie_", "verify_ties",
         # training with sharing (issue 11)
         "HashConfig", "PruneConfig", "SoftSharingPrior", "evaluate", "fit", "hash_", "nn",
         "prune_", "reshare", "soft_to_codebook_", "unshare"}

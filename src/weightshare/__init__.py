@@ -20,6 +20,7 @@ from .methods.prune import PruneConfig, prune_
 from .methods.soft import SoftSharingPrior, soft_to_codebook_
 from .methods.tie import TieConfig, merge_, retie_, tie_, untie_
 from .nn import reshare, unshare
+from .runtime import to_runtime_
 from .train import distill_, evaluate, fit
 
 __version__ = "0.1.0"
@@ -53,6 +54,7 @@ __all__ = [
     "soft_to_codebook_",
     "study",
     "tie_",
+    "to_runtime_",
     "unshare",
     "untie_",
     "verify_ties",

@@ -1,6 +1,10 @@
-"""The main jobs, as Python functions the CLI calls: load -> share -> measure -> save.
+"""The main jobs, as Python functions the CLI calls: check -> load -> share -> measure -> save.
 
-Each returns a JSON-serialisable dict (the CLI's ``--json`` output).
+Each returns a JSON-serialisable dict (the CLI's ``--json`` output). Every job checks
+everything it can before the weights load (``preflight.py``), takes its text from one
+calibration / held-out split (``data/split.py``), measures what fits the model
+(``analysis/measure.py``) against one baseline (``core/baseline.py``), and writes files
+that remember their base model, so every verb can be chained on them.
 """
 
 from __future__ import annotations
@@ -8,125 +12,116 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from .analysis.fidelity import embed, embedding_fidelity
-from .analysis.report import inspect
+from .analysis.measure import Fidelity, max_positions
+from .analysis.report import Report, inspect
 from .analysis.similarity import block_similarity, plot_similarity
 from .analysis.suggest import TiePlan, suggest_plan
-from .core.batches import as_batches, first_tensor, run_batch
-from .data.sentences import calibration_sentences, eval_sentences
-from .data.text import read_texts
-from .errors import ConfigError, FormatError, ModelLoadError
-from .io import load, read_metadata, save
-from .io.write import check_output_path
+from .core.batches import as_batches
+from .data.split import TextSplit, split_texts, spread
+from .errors import ConfigError, ModelLoadError
+from .io import save
 from .methods.codebook import ClusterConfig, cluster_
 from .methods.tie import TieConfig, tie_
-from .models import LoadedModel, load_model, minilm_dir
+from .methods.tie.blocks import select_stack
+from .models import LoadedModel
+from .models.source import ModelSource, check_same_model, open_model, resolve
+from .models.tokenizer import tokenizer_files
+from .preflight import (
+    check_cluster,
+    check_cluster_config,
+    check_fraction,
+    check_output,
+    check_path,
+    check_tie,
+    cluster_plan,
+    need_tokenizer,
+)
 from .train.distill import distill_
 
 MINILM = "minilm"
+CALIBRATION_SAMPLES = 32
+
+__all__ = ["calibration_batches", "compress", "evaluate", "open_model", "provenance",
+           "similarity", "suggest", "tie"]
 
 
-def open_model(spec: str = MINILM) -> LoadedModel:
-    """A transformers directory or hub id, a weightshare file, or ``minilm`` (the default).
-
-    Example:
-        >>> lm = open_model("minilm")  # doctest: +SKIP
-        >>> lm.kind  # doctest: +SKIP
-        'sentence-embedding'
-    """
-    path = Path(spec)
-    if path.suffix == ".safetensors" and not path.is_file():
-        raise FormatError(f"no such file: {spec}; check the path")
-    if path.is_file():
-        meta = read_metadata(path)
-        extra = meta.get("extra") or {}
-        model = load(path)
-        base = extra.get("base")
-        return LoadedModel(model=model, tokenizer=_tokenizer_for(base), kind=extra.get(
-            "kind", "torch"), name=str(path), source_dir=None)
-    return load_model(spec)
+def provenance(lm: LoadedModel, embed_tokenizer: bool = False) -> dict[str, Any]:
+    """What a saved file records about where its model came from: ``base`` (the original
+    directory, hub id or ``minilm``, so that eval finds its reference and every verb its
+    tokenizer), ``kind`` and, with ``embed_tokenizer``, the tokenizer files themselves."""
+    out: dict[str, Any] = {"kind": lm.kind}
+    if lm.base:
+        out["base"] = lm.base
+    if embed_tokenizer:
+        files = _tokenizer_files(lm)
+        if not files:
+            raise ModelLoadError(f"{lm.name} has no tokenizer files to carry in the file; drop "
+                                 "--embed-tokenizer")
+        out["tokenizer_files"] = files
+    return out
 
 
-def _tokenizer_for(base: str | None) -> Any | None:
-    if not base:
-        return None
-    source = minilm_dir() if base == MINILM else Path(base)
-    if not Path(source).is_dir():
-        return None
-    from transformers import AutoTokenizer
+def _tokenizer_files(lm: LoadedModel) -> dict[str, str]:
+    import tempfile
 
-    return AutoTokenizer.from_pretrained(str(source), local_files_only=True)
-
-
-def provenance(lm: LoadedModel) -> dict[str, str]:
-    """What a saved file records about where its model came from (to find the tokenizer)."""
-    base = lm.name if lm.name == MINILM else (lm.source_dir or lm.name)
-    return {"base": str(base), "kind": lm.kind}
+    if lm.source_dir and Path(lm.source_dir).is_dir():
+        files = tokenizer_files(lm.source_dir)
+        if files:
+            return files
+    if lm.tokenizer is None:
+        return {}
+    with tempfile.TemporaryDirectory(prefix="weightshare-tok-") as tmp:
+        lm.tokenizer.save_pretrained(tmp)
+        return tokenizer_files(tmp)
 
 
-class Fidelity:
-    """Records the original model's outputs on held-out inputs, then scores a candidate."""
-
-    def __init__(self, lm: LoadedModel) -> None:
-        self.lm = lm
-        self.sentences = eval_sentences()
-        if lm.tokenizer is not None and lm.kind == "sentence-embedding":
-            self.reference = embed(lm.model, lm.tokenizer, self.sentences)
-        else:
-            self.inputs = self._probe_inputs()
-            with torch.inference_mode():
-                self.reference = first_tensor(run_batch(lm.model, self.inputs)).clone()
-
-    def _probe_inputs(self) -> Any:
-        if self.lm.tokenizer is not None:
-            return dict(self.lm.tokenizer(self.sentences[:64], padding=True, truncation=True,
-                                          max_length=64, return_tensors="pt"))
-        vocab = getattr(getattr(self.lm.model, "config", None), "vocab_size", None)
-        if vocab:  # a transformers model without a tokenizer: seeded random token ids
-            gen = torch.Generator().manual_seed(0)
-            return {"input_ids": torch.randint(0, vocab, (16, 32), generator=gen)}
-        raise ModelLoadError("cannot measure fidelity of a model without a tokenizer or "
-                             "example inputs; use the Python API with relative_output_error")
-
-    def score(self, candidate: torch.nn.Module) -> dict[str, float]:
-        if self.lm.tokenizer is not None and self.lm.kind == "sentence-embedding":
-            return embedding_fidelity(self.reference, embed(candidate, self.lm.tokenizer,
-                                                            self.sentences))
-        with torch.inference_mode():
-            out = first_tensor(run_batch(candidate, self.inputs))
-        err = (out - self.reference).norm() / self.reference.norm().clamp(min=1e-30)
-        return {"relative_error": float(err)}
-
-
-def calibration_batches(lm: LoadedModel, count: int = 32, batch_size: int = 32) -> list[dict]:
-    """Tokenised calibration sentences (disjoint from the evaluation sentences).
+def calibration_batches(lm: LoadedModel, texts: TextSplit | None = None,
+                        count: int = CALIBRATION_SAMPLES, batch_size: int = 32) -> list[dict]:
+    """Tokenised calibration samples (never the held-out ones): the first ``count``
+    built-in calibration sentences, or ``count`` samples spread over the user's text.
 
     Data-aware clustering needs only the mean square of each input feature, which a
-    few hundred token vectors estimate well: 32 sentences by default."""
+    few hundred token vectors estimate well: 32 samples by default."""
     if lm.tokenizer is None:
-        raise ModelLoadError(f"{lm.name} has no tokenizer, so built-in calibration text "
-                             "cannot be used; pass calibration batches through the Python API")
-    return as_batches(calibration_sentences()[:count], lm.tokenizer, batch_size=batch_size)
+        raise ModelLoadError(f"{lm.name} has no tokenizer, so text cannot be used for "
+                             "calibration; pass calibration batches through the Python API")
+    texts = texts or split_texts()
+    return as_batches(texts.calibration_samples(count), lm.tokenizer, batch_size=batch_size,
+                      max_length=min(128, max_positions(lm.model)))
 
 
-def default_output(spec: str, bits: int) -> Path:
+def default_output(spec: str, suffix: str) -> Path:
     stem = Path(spec).stem if spec != MINILM else MINILM
-    return Path(f"{stem}-{bits}bit.safetensors")
+    return Path(f"{stem}-{suffix}.safetensors")
+
+
+def _texts(data: str | Path | None, eval_data: str | Path | None) -> TextSplit:
+    check_path("--data", data)
+    check_path("--eval-data", eval_data)
+    return split_texts(data, eval_data)
+
+
+def _baseline_dict(rep: Report) -> dict[str, Any]:
+    return {"dense_bytes": rep.dense_bytes, "dense_dtype": rep.dense_dtype}
 
 
 def compress(spec: str = MINILM, config: ClusterConfig | None = None,
              output: str | Path | None = None, *, calibrate: bool | None = None,
-             measure: bool = True, progress: bool | None = None) -> dict[str, Any]:
+             measure: bool = True, progress: bool | None = None, data: str | Path | None = None,
+             eval_data: str | Path | None = None, embed_tokenizer: bool = False,
+             entropy: bool = False) -> dict[str, Any]:
     """Load a model, cluster it to codebooks, save it, measure it. Returns the summary.
 
+    ``entropy``: entropy-code the codes in the file (smaller; decoded exactly on loading).
+
     ``calibrate`` (default: when the model has a tokenizer) makes the clustering
-    data-aware with the built-in calibration sentences, which are disjoint from the
-    evaluation sentences that fidelity is measured on.
+    data-aware on calibration text: the built-in calibration sentences, or the user's
+    ``data`` (a text file or a directory); fidelity is measured on held-out text that
+    calibration never sees (``data/split.py``).
 
     Example:
         >>> summary = compress("minilm", ClusterConfig(bits=4), "m.safetensors")  # doctest: +SKIP
@@ -134,22 +129,39 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
         True
     """
     config = config or ClusterConfig()
-    out = check_output_path(output if output else default_output(spec, config.bits))
-    t0 = time.perf_counter()
-    lm = open_model(spec)
-    t_load = time.perf_counter() - t0
-    dense = inspect(lm.model)
-    fidelity = Fidelity(lm) if measure else None
+    check_cluster_config(config)
+    out = check_output(output if output else default_output(spec, f"{config.bits}bit"))
+    texts = _texts(data, eval_data)
+    source = resolve(spec)
+    tokenizer = source.tokenizer()
+    if calibrate and tokenizer is None:
+        need_tokenizer(source, "calibration on text", "pass --no-calibrate")
+    changes = check_cluster(source, config)
+    notes = {"calibration": "" if calibrate is not False else "--no-calibrate",
+             "fidelity": "" if measure else "--no-eval"}
     if calibrate is None:
-        calibrate = lm.tokenizer is not None
+        calibrate = tokenizer is not None
+        if not calibrate:
+            notes["calibration"] = f"{source.spec} has no tokenizer" + (
+                f" ({source.tokenizer_note})" if source.tokenizer_note else "")
 
     t0 = time.perf_counter()
-    calibration = calibration_batches(lm) if calibrate else None
-    cluster_(lm.model, config, calibration, progress=progress)
+    lm = source.load()
+    t_load = time.perf_counter() - t0
+    dense = inspect(lm.model)
+    fidelity = Fidelity(lm, texts) if measure else None
+
+    t0 = time.perf_counter()
+    calibration = calibration_batches(lm, texts) if calibrate else None
+    if changes is None:  # no skeleton: the same plan on the loaded model, before any work
+        changes = cluster_plan(lm.model, config)
+    with warnings.catch_warnings():  # the fallback is reported in the summary instead
+        warnings.simplefilter("ignore", UserWarning)
+        cluster_(lm.model, config, calibration, progress=progress)
     t_cluster = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    save(lm.model, out, extra=provenance(lm))
+    save(lm.model, out, extra=provenance(lm, embed_tokenizer), entropy=entropy)
     t_save = time.perf_counter() - t0
 
     after = inspect(lm.model)
@@ -161,42 +173,89 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
         "model": spec,
         "output": str(out),
         "config": config.to_dict(),
-        "calibrated": calibrate,
+        "calibrated": bool(calibrate),
+        "calibration": ({"samples": sum(len(b["input_ids"]) for b in calibration),
+                         "source": texts.calibration_source} if calibration else None),
+        "notes": {k: v for k, v in notes.items() if v},
+        "group_fallback": [str(c) for c in changes],
         "total_params": dense.total_params,
-        "dense_bytes": dense.dense_bytes,
+        **_baseline_dict(dense),
         "file_bytes": file_bytes,
         "ratio": dense.dense_bytes / file_bytes,
         "clustered_tensors": len(clustered),
         "bits_per_weight": 8 * code_bytes / code_values if code_values else None,
+        "entropy": entropy,
+        "codes": {"count": after.codes.codes, "fixed_bytes": after.codes.fixed_bytes,
+                  "coded_bytes": after.codes.coded_bytes,
+                  "entropy_bytes": after.codes.entropy_bytes},
         "seconds": {"load": t_load, "cluster": t_cluster, "save": t_save},
         "fidelity": fidelity.score(lm.model) if fidelity else None,
     }
 
 
-def evaluate(path: str | Path, reference: str = MINILM) -> dict[str, Any]:
-    """Fidelity of a saved file against the model it came from (held-out inputs)."""
-    ref = open_model(reference)
-    cand = open_model(str(path))
-    if ref.tokenizer is not None and cand.tokenizer is None:
+def evaluate(path: str | Path, reference: str | None = None, *, data: str | Path | None = None,
+             eval_data: str | Path | None = None) -> dict[str, Any]:
+    """Fidelity of a saved file against the model it came from, on held-out inputs.
+
+    ``reference`` defaults to the base model the file records; a reference of another
+    architecture or vocabulary is refused before anything loads. ``data`` /
+    ``eval_data``: measure on the held-out part of the same text the file was calibrated
+    with (the split is the same in every verb), or on this held-out text.
+    """
+    texts = _texts(data, eval_data)
+    cand_src = resolve(path)
+    if cand_src.form != "file":
+        raise ConfigError(f"eval takes a weightshare .safetensors file, got {path}; compress or "
+                          "tie the model first")
+    ref_spec = reference or cand_src.base
+    if not ref_spec:
+        raise ModelLoadError(f"{path} records no base model; pass the original with "
+                             "--reference MODEL")
+    ref_src = resolve(ref_spec)
+    if ref_src.form == "file":
+        raise ConfigError(f"--reference {ref_spec} is a weightshare file; pass the original "
+                          "model (a directory, hub id or minilm)")
+    check_same_model(ref_src, cand_src)
+    ref = ref_src.load()
+    _check_same_structure(ref, cand_src)
+    cand = cand_src.load(runtime="packed")  # inference only: codes stay packed
+    if cand.tokenizer is None:
         cand.tokenizer = ref.tokenizer
-    fid = Fidelity(ref)
+    fid = Fidelity(ref, texts)
     rep = inspect(path)
-    return {"file": str(path), "reference": reference, "file_bytes": rep.file_bytes,
-            "dense_bytes": inspect(ref.model).dense_bytes, "fidelity": fid.score(cand.model)}
+    return {"file": str(path), "reference": ref_spec,
+            "reference_from": "--reference" if reference else "the file's base",
+            "file_bytes": rep.file_bytes, **_baseline_dict(rep),
+            "ratio": rep.ratio, "fidelity": fid.score(cand.model)}
+
+
+def _check_same_structure(ref: LoadedModel, cand: ModelSource) -> None:
+    """The reference's hf config agrees with the file's on the sizes that shape weights."""
+    if ref.hf_config is None or cand.hf_config is None:
+        return
+    for key in ("hidden_size", "n_embd", "num_hidden_layers", "n_layer", "intermediate_size",
+                "num_attention_heads", "num_key_value_heads", "vocab_size"):
+        a, b = ref.hf_config.get(key), cand.hf_config.get(key)
+        if a is not None and b is not None and a != b:
+            raise ModelLoadError(f"the reference {ref.name} has {key}={a} but {cand.spec} was "
+                                 f"made from a model with {key}={b}; pass the model the file "
+                                 "was made from (--reference)")
 
 
 def tie(spec: str = MINILM, config: Any = None, output: str | Path | None = None, *,
         cut: float | None = None, distill_steps: int = 0, distill_seconds: float | None = None,
         data: str | Path | None = None, lr: float = 1e-4, augment: bool = True,
-        measure: bool = True, progress: bool | None = None) -> dict[str, Any]:
+        measure: bool = True, progress: bool | None = None,
+        eval_data: str | Path | None = None, embed_tokenizer: bool = False) -> dict[str, Any]:
     """Load a model, tie parts of it (``TieConfig``, or with ``cut=f`` the plan that the
     redundancy analysis suggests to remove a fraction f of the parameters), optionally
     distill it back toward the original on unlabeled text, save it, measure it. Returns
     the summary.
 
-    Distillation data: ``data`` (a text file or a directory of .txt files), else the
-    built-in calibration sentences; never the evaluation sentences. ``augment``: also
-    feed spliced / word-dropped variants of them (see ``distill_``).
+    Distillation text: the calibration part of ``data`` (a text file or a directory of
+    .txt files; see ``data/split.py``), else the built-in calibration sentences; never
+    the held-out text that fidelity is measured on. ``augment``: also feed spliced /
+    word-dropped variants of them (see ``distill_``).
 
     Example:
         >>> r = tie("minilm", TieConfig(strategy="cycle", unique=3))  # doctest: +SKIP
@@ -205,17 +264,29 @@ def tie(spec: str = MINILM, config: Any = None, output: str | Path | None = None
     """
     if cut is not None and config is not None:
         raise ConfigError("give a tie config or cut=f (a suggested plan), not both")
+    check_fraction("cut", cut)
+    if distill_steps < 0 or (distill_seconds is not None and distill_seconds < 0):
+        raise ConfigError("distill steps and seconds must be >= 0")
+    if not lr > 0:
+        raise ConfigError(f"lr must be > 0, got {lr}")
     if cut is None:
         config = config or TieConfig(strategy="cycle")
-    out = check_output_path(output if output else f"{Path(spec).stem if spec != MINILM else MINILM}"
-                                                   "-tied.safetensors")
+    out = check_output(output if output else default_output(spec, "tied"))
+    texts = _texts(data, eval_data)
+    source = resolve(spec)
+    distill = bool(distill_steps or distill_seconds)
+    if distill:
+        need_tokenizer(source, "distillation on text", "pass a model directory with its "
+                       "tokenizer files, or distill through the Python API with your own "
+                       "batches")
+    check_tie(source, config)
+
     t0 = time.perf_counter()
-    lm = open_model(spec)
+    lm = source.load()
     t_load = time.perf_counter() - t0
     before = inspect(lm.model)
-    fidelity = Fidelity(lm) if measure else None
-    texts = _distill_texts(data) if (distill_steps or distill_seconds) else None
-    teacher = copy.deepcopy(lm.model) if texts is not None else None
+    fidelity = Fidelity(lm, texts) if measure else None
+    teacher = copy.deepcopy(lm.model) if distill else None
 
     t0 = time.perf_counter()
     plan = suggest(lm, cut=cut) if cut is not None else None
@@ -225,16 +296,17 @@ def tie(spec: str = MINILM, config: Any = None, output: str | Path | None = None
     tied_fidelity = fidelity.score(lm.model) if (fidelity and teacher is not None) else None
 
     t_distill = 0.0
-    if texts is not None and teacher is not None:
+    if teacher is not None:
         t0 = time.perf_counter()
-        distill_(lm.model, teacher, texts, steps=distill_steps or None, lr=lr,
-                 time_budget=distill_seconds, tokenizer=lm.tokenizer, augment=augment,
+        distill_(lm.model, teacher, spread(texts.calibration, 4096), steps=distill_steps or None,
+                 lr=lr, time_budget=distill_seconds, tokenizer=lm.tokenizer, augment=augment,
                  progress=progress)
         t_distill = time.perf_counter() - t0
         lm.model.eval()
+        del teacher
 
     t0 = time.perf_counter()
-    save(lm.model, out, extra=provenance(lm))
+    save(lm.model, out, extra=provenance(lm, embed_tokenizer))
     t_save = time.perf_counter() - t0
     after = inspect(lm.model)
     file_bytes = out.stat().st_size
@@ -247,45 +319,60 @@ def tie(spec: str = MINILM, config: Any = None, output: str | Path | None = None
         "unique_params_after": after.unique_params,
         "stored_bytes_before": before.stored_bytes,
         "stored_bytes_after": after.stored_bytes,
-        "dense_bytes": before.dense_bytes,
+        **_baseline_dict(before),
         "file_bytes": file_bytes,
         "ratio": before.dense_bytes / file_bytes,
+        "distill_text": texts.calibration_source if distill else None,
         "seconds": {"load": t_load, "tie": t_tie, "distill": t_distill, "save": t_save},
         "fidelity_before_distill": tied_fidelity,
         "fidelity": fidelity.score(lm.model) if fidelity else None,
     }
 
 
-def _distill_texts(data: str | Path | None) -> list[str]:
-    if data is None:
-        return calibration_sentences()
-    return read_texts(data, max_samples=4096)
-
-
 def suggest(lm: LoadedModel, *, unique: int | None = None, cut: float | None = None,
-            stack: str | None = None) -> TiePlan:
+            stack: str | None = None, samples: int = CALIBRATION_SAMPLES) -> TiePlan:
     """The tie plan that the redundancy analysis suggests for ``lm``, measured on the first
-    32 built-in calibration sentences when the model has a tokenizer (else on weights)."""
-    return suggest_plan(lm.model, unique=unique, cut=cut, inputs=_probe(lm), stack=stack,
-                        tokenizer=lm.tokenizer)
+    ``samples`` built-in calibration sentences when the model has a tokenizer (else on
+    weights)."""
+    return suggest_plan(lm.model, unique=unique, cut=cut, inputs=_probe(lm, samples),
+                        stack=stack, tokenizer=lm.tokenizer)
 
 
-def _probe(lm: LoadedModel) -> list[str] | None:
-    return calibration_sentences()[:32] if lm.tokenizer is not None else None
+def _probe(lm: LoadedModel, samples: int) -> list[str] | None:
+    return split_texts().calibration_samples(samples) if lm.tokenizer is not None else None
 
 
 def similarity(spec: str = MINILM, *, stack: str | None = None, unique: int | None = None,
-               cut: float | None = None, plot: str | Path | None = None) -> dict[str, Any]:
-    """Redundancy analysis of a model's repeated blocks on the built-in calibration
+               cut: float | None = None, plot: str | Path | None = None, samples: int = 4,
+               window: int | None = None, progress: bool | None = None) -> dict[str, Any]:
+    """Redundancy analysis of a model's repeated blocks on ``samples`` built-in calibration
     sentences (when the model has a tokenizer), with a suggested tie plan when ``unique``
-    or ``cut`` is given and a heatmap PNG when ``plot`` is given."""
-    lm = open_model(spec)
-    report = block_similarity(lm.model, _probe(lm), stack=stack, tokenizer=lm.tokenizer)
-    result: dict[str, Any] = {"model": spec, "similarity": report.to_dict()}
+    or ``cut`` is given and a heatmap PNG when ``plot`` is given.
+
+    The tie loss costs one forward of the model per pair of blocks: ``window`` (default:
+    all pairs up to 6 blocks, pairs at most 3 apart beyond) and ``samples`` keep it cheap
+    (BERT-base: 60 pairs on 4 sentences)."""
+    check_fraction("cut", cut)
+    if samples < 1:
+        raise ConfigError(f"samples must be >= 1, got {samples}")
+    if window is not None and window < 1:
+        raise ConfigError(f"window must be >= 1 block, got {window}")
+    if unique is not None and unique < 1:
+        raise ConfigError(f"unique must be a positive number of blocks, got {unique}")
+    if plot:
+        check_output(plot)
+    lm = resolve(spec).load()
+    if window is None:
+        blocks = len(select_stack(lm.model, stack).blocks)
+        window = None if blocks <= 6 else 3
+    report = block_similarity(lm.model, _probe(lm, samples), stack=stack,
+                              tokenizer=lm.tokenizer, progress=progress, window=window)
+    result: dict[str, Any] = {"model": spec, "samples": samples if lm.tokenizer else 0,
+                              "window": window, "similarity": report.to_dict()}
     if plot:
         result["plot"] = plot_similarity(report, str(plot))
     if unique is not None or cut is not None:
-        plan = suggest(lm, unique=unique, cut=cut, stack=stack)
+        plan = suggest(lm, unique=unique, cut=cut, stack=stack, samples=samples)
         result["plan"] = plan.to_dict()
         result["plan_text"] = plan.describe()
     return result

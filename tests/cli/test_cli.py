@@ -84,7 +84,8 @@ def test_errors_are_one_line_exit_1(argv, message, capsys, tmp_path, monkeypatch
 def test_group_size_and_patterns_errors_leave_nothing(tiny_bert_dir, tmp_path, capsys):
     out = tmp_path / "x.safetensors"
     code, _, err = run(["compress", str(tiny_bert_dir), "--granularity", "per_group",
-                        "--group-size", "5", "--min-size", "0", "-o", str(out)], capsys)
+                        "--group-size", "5", "--min-size", "0", "--strict", "-o", str(out)],
+                       capsys)
     assert code == 1 and "does not divide" in err and not out.exists()
     code, _, err = run(["compress", str(tiny_bert_dir), "--include", "nothing_like_this",
                         "-o", str(out)], capsys)

@@ -145,3 +145,20 @@ def test_materialize_turns_every_kind_back_into_dense_weights(sign_method, confi
     assert torch.equal(model(x), expected)
     if configs[0] == ws.TieConfig(strategy="cycle", unique=2):
         assert ws.find_ties(model) == ties  # a weight shared by two modules stays one
+
+
+def test_materializing_a_deep_copy_leaves_the_original_shared():
+    # a deep copy shares the generated parametrized class with its original; removing the
+    # copy's parametrization must not take the property away from the original
+    import copy
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 4))
+    ws.cluster_(model, ws.ClusterConfig(bits=2, min_size=0))
+    x = torch.randn(2, 8)
+    want = model(x)
+    twin = copy.deepcopy(model)
+    ws.materialize_(twin)
+    assert type(twin[0]) is nn.Linear and torch.allclose(twin(x), want)
+    assert torch.equal(model(x), want)
+    assert [r.scheme for r in ws.inspect(model).rows].count("codebook") == 2

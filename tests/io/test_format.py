@@ -20,6 +20,7 @@ from weightshare.core.ties import get_tie_map
 from weightshare.errors import FormatError, TieError, WeightShareError
 from weightshare.io import load, read_metadata, read_tensors, save, unpack_codes, validate_metadata
 from weightshare.io import write as ser
+from weightshare.io.container import checksum, tensor_bytes
 from weightshare.methods.codebook.weight import attach_codebook, codebook_of
 
 
@@ -60,15 +61,18 @@ def keys(path: os.PathLike) -> set[str]:
 
 
 def rewrite(path: os.PathLike, meta_fn=None, tensors_fn=None) -> None:
-    """Re-save a file with its metadata and/or tensors changed (to forge broken files)."""
+    """Re-save a file with its metadata and/or tensors changed (to forge broken files); the
+    checksums are those of the forged tensors, as a forger would write them."""
     with safe_open(str(path), "pt") as f:
         strings = f.metadata()
     tensors = load_file(str(path))
     meta = json.loads(strings["weightshare"])
-    if meta_fn:
-        meta_fn(meta)
     if tensors_fn:
         tensors_fn(tensors)
+    if "checksums" in meta:
+        meta["checksums"] = {n: checksum(tensor_bytes(t)) for n, t in tensors.items()}
+    if meta_fn:
+        meta_fn(meta)
     save_file(tensors, str(path), metadata={"weightshare": json.dumps(meta)})
 
 
@@ -95,7 +99,7 @@ def test_mlp_round_trip_is_bit_identical(tmp_path, granularity, group_size, bits
         "kind": "codebook", "version": 1, "bits": bits, "granularity": granularity,
         "group_size": {"per_tensor": 16, "per_channel": 1}.get(granularity, group_size),
         "axis": 0, "shape": [16, 12], "dtype": str(dtype).removeprefix("torch.")}
-    assert meta["extra"] == {"tokenizer": "minilm"} and meta["format_version"] == 2
+    assert meta["extra"] == {"tokenizer": "minilm"} and meta["format_version"] == 3
     assert meta["model"] == {"source": "torch", "class": "torch.nn.modules.container.Sequential"}
     loaded = load(path, mlp(seed=1, dtype=dtype))
     assert not loaded.training
@@ -305,8 +309,12 @@ def test_corrupt_header_and_forged_sizes(saved):
 
 
 @pytest.mark.parametrize("mutate,match", [
-    (lambda m: m.update(format_version=3), "format_version 3.*upgrade weightshare"),
-    (lambda m: m["schemes"]["0.weight"].update(version=2), "version 2 was written by a newer"),
+    (lambda m: m.update(format_version=4, library_version="9.1"),
+     "format_version 4, written by weightshare 9.1.*reads format versions 1 to 3.*open it with "
+     "weightshare 9.1 or later"),
+    (lambda m: m.update(format_version=4), "format_version 4, written by a newer weightshare"),
+    (lambda m: m["schemes"]["0.weight"].update(version=2),
+     "kind 'codebook' version 2 was written by a newer weightshare.*up to version 1"),
     (lambda m: m["schemes"]["0.weight"].pop("version"), "version 'None' is not"),
     (lambda m: m.update(format_version="1"), "not an integer"),
     (lambda m: m["schemes"]["0.weight"].update(bits=17), "bits is 17"),
@@ -351,7 +359,7 @@ def test_model_mismatches(saved, tmp_path):
     fails(saved, "holds tensors the model lacks: 2.bias, 2.weight",
           model=nn.Sequential(nn.Linear(12, 16)))
     wrong = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 7))
-    fails(saved, r"2.bias has shape \[6\] in .* but \[7\] in the model", model=wrong)
+    fails(saved, r"'2.bias' has shape \[6\] in .* but \[7\] in the model", model=wrong)
     assert not parametrize.is_parametrized(wrong[0])  # a failed load leaves the model as it was
     with pytest.raises(FormatError, match="plain torch model.*pass model="):
         load(saved)
@@ -365,7 +373,7 @@ def test_model_mismatches(saved, tmp_path):
     skeleton = LM()
     del skeleton.head.weight
     skeleton.head.register_buffer("weight", torch.zeros(20, 8))
-    fails(lm_path, "head.weight is a buffer in the model but .* ties it to emb.weight",
+    fails(lm_path, "'head.weight' is a buffer in the model but .* ties it to 'emb.weight'",
           model=skeleton)
 
 
@@ -426,21 +434,20 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
     save(mlp(seed=0), target)
     before = target.read_bytes()
 
-    def half_write(tensors, filename, metadata=None):
-        with open(filename, "wb") as f:
-            f.write(b"partial")
+    def half_write(f, entries, meta):
+        f.write(b"partial")
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(ser, "save_file", half_write)
+    monkeypatch.setattr(ser, "_write", half_write)
     with pytest.raises(RuntimeError, match="disk on fire"):
         save(mlp(seed=1), target)
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
 
-    def no_space(tensors, filename, metadata=None):
+    def no_space(f, entries, meta):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ser, "save_file", no_space)
+    monkeypatch.setattr(ser, "_write", no_space)
     with pytest.raises(ser.SaveError, match="No space left"):
         save(mlp(seed=1), tmp_path / "new.safetensors")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]

@@ -81,7 +81,7 @@ def test_local_directory_keeps_its_architecture(tmp_path):
     lm = model_from_config("GPT2LMHeadModel", TINY_GPT2)
     lm.save_pretrained(tmp_path)
     loaded = load_model(str(tmp_path))
-    assert loaded.kind == "transformers" and loaded.hf_class == "GPT2LMHeadModel"
+    assert loaded.kind == "causal-lm" and loaded.hf_class == "GPT2LMHeadModel"
     assert loaded.tokenizer is None and loaded.source_dir == str(tmp_path)
     assert loaded.name == str(tmp_path)
     ids = torch.randint(0, 40, (2, 10))
@@ -157,3 +157,40 @@ def test_importing_models_does_not_import_transformers():
         "assert 'transformers' not in sys.modules, 'transformers imported eagerly'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_own_memory_keeps_values_and_ties(tmp_path):
+    from weightshare.models.memory import own_memory, return_freed_memory
+    from weightshare.models.offline import build_model
+
+    build_model("gpt2").save_pretrained(tmp_path)
+    loaded = load_model(str(tmp_path))  # _finish runs own_memory on the mapped weights
+    model = loaded.model
+    assert model.lm_head.weight is model.transformer.wte.weight
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    own_memory(model)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert isinstance(return_freed_memory(), bool)
+
+
+def test_tokenizer_guard(tmp_path):
+    from weightshare.data.sentences import calibration_sentences
+    from weightshare.models.offline import save_model_dir
+    from weightshare.models.tokenizer import load_tokenizer, tokenizer_files, tokenizer_from_files
+
+    path = save_model_dir("llama", tmp_path / "l", calibration_sentences()[:300])
+    tok = load_tokenizer(path)
+    assert tok.pad_token == tok.eos_token and tok.padding_side == "right"
+    with pytest.raises(ModelLoadError, match="input embedding has 10 rows"):
+        load_tokenizer(path, vocab_rows=10)
+    files = tokenizer_files(path)
+    assert "tokenizer.json" in files
+    assert tokenizer_from_files(files)("a b c")["input_ids"] == tok("a b c")["input_ids"]
+    with pytest.raises(ModelLoadError, match="unknown tokenizer files"):
+        tokenizer_from_files({"../evil.py": "x"})
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="cannot be loaded"):
+        load_tokenizer(tmp_path / "broken")
+    assert load_tokenizer(tmp_path) is None  # no tokenizer files: none, not an empty one

@@ -21,12 +21,14 @@ holds parameters (BERT: attention, intermediate, output).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 from torch.func import functional_call
+from tqdm.auto import tqdm
 
 from ..core.batches import (
     as_batches,
@@ -102,7 +104,8 @@ def block_scopes(model: nn.Module, stack: BlockStack) -> dict[str, list[str]]:
 def block_similarity(model: nn.Module, inputs: Any = None, stack: str | None = None,
                      scopes: dict[str, str] | None = None, tokenizer: Any = None,
                      max_batches: int = 1, loss_scopes: Any = (WHOLE,),
-                     window: int | None = None) -> SimilarityReport:
+                     window: int | None = None, progress: bool | None = None
+                     ) -> SimilarityReport:
     """Similarity between the blocks of ``stack`` (default: the largest stack).
 
     ``inputs`` (optional): calibration batches (see ``batches.as_batches``), never the
@@ -111,7 +114,8 @@ def block_similarity(model: nn.Module, inputs: Any = None, stack: str | None = N
     scope. ``scopes`` maps a name to a block-relative pattern (default: see
     ``block_scopes``); ``loss_scopes`` names the scopes whose tie loss is measured
     (``"all"`` for every scope). ``window``: measure only blocks at most this far
-    apart (default: all pairs up to 12 blocks, 3 beyond).
+    apart (default: all pairs up to 12 blocks, 3 beyond). ``progress``: a bar on stderr
+    over the tie-loss forwards (default: when stderr is a terminal).
 
     Example:
         >>> import torch
@@ -144,15 +148,19 @@ def block_similarity(model: nn.Module, inputs: Any = None, stack: str | None = N
     if window is None and len(st.blocks) > 12:
         window = 3
     n = len(st.blocks)
+    pairs = [(j, i) for j in range(n) for i in range(n)
+             if i != j and (window is None or abs(i - j) <= window)]
+    show = progress if progress is not None else sys.stderr.isatty()
     report.tie_loss = {}
-    for s in wanted:
-        loss = torch.full((n, n), float("nan"))
-        loss.fill_diagonal_(0.0)
-        for j in range(n):
-            for i in range(n):
-                if i != j and (window is None or abs(i - j) <= window):
-                    loss[i, j] = probe.loss(probe.override([(s, j, i)], scope_rels), first=j)
-        report.tie_loss[s] = loss
+    with tqdm(total=len(pairs) * len(wanted), desc="tie loss", unit="pair", disable=not show,
+              file=sys.stderr) as bar:
+        for s in wanted:
+            loss = torch.full((n, n), float("nan"))
+            loss.fill_diagonal_(0.0)
+            for j, i in pairs:
+                loss[i, j] = probe.loss(probe.override([(s, j, i)], scope_rels), first=j)
+                bar.update()
+            report.tie_loss[s] = loss
     return report
 
 

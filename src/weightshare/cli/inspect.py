@@ -7,9 +7,10 @@ from pathlib import Path
 import click
 
 from ..analysis.report import inspect as inspect_report
+from ..errors import ConfigError
 from ..methods.tie import find_blocks
 from ..pipeline import open_model, similarity
-from .common import common_options, emit
+from .common import common_options, emit, param_default
 
 
 def similarity_text(r: dict) -> str:
@@ -23,7 +24,9 @@ def similarity_text(r: dict) -> str:
         return [title, head] + [f"{sim['indices'][i]:>6}" + "".join(
             "      -" if v != v else f"{v:7.3f}" for v in m[i]) for i in range(n)]
 
-    lines = [f"stack {sim['stack']}: {n} blocks"]
+    lines = [f"stack {sim['stack']}: {n} blocks" + (
+        f", tie loss measured on {r['samples']} calibration sentences" if r.get("samples")
+        else "") + (f", blocks at most {r['window']} apart" if r.get("window") else "")]
     for scope, m in sim["weight_cosine"].items():
         lines += table(f"weight cosine, {scope}:", m)
     lines += table("output CKA:", sim.get("output_cka"))
@@ -49,15 +52,28 @@ def similarity_text(r: dict) -> str:
               help="With --similarity: suggest a tie plan removing this fraction of parameters.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="With --similarity: save a heatmap PNG here (needs matplotlib).")
+@click.option("--samples", type=int, default=param_default(similarity, "samples"),
+              show_default=True,
+              help="With --similarity: calibration sentences the tie loss is measured on "
+                   "(its cost grows with them and with blocks squared).")
+@click.option("--window", type=int, default=None,
+              help="With --similarity: measure the tie loss of blocks at most this far apart "
+                   "[default: all pairs up to 6 blocks, 3 beyond].")
 @common_options
 def inspect_cmd(model: str, summary: bool, with_similarity: bool, suggest_unique: int | None,
-                suggest_cut: float | None, plot: str | None, as_json: bool, quiet: bool) -> None:
+                suggest_cut: float | None, plot: str | None, samples: int, window: int | None,
+                as_json: bool, quiet: bool) -> None:
     """List MODEL's tensors: how each is shared, distinct values, dense and stored bytes.
     Also lists the stacks of repeated blocks that `weightshare tie` can share."""
     if with_similarity:
-        emit(similarity(model, unique=suggest_unique, cut=suggest_cut, plot=plot), as_json,
-             quiet, similarity_text)
+        emit(similarity(model, unique=suggest_unique, cut=suggest_cut, plot=plot,
+                        samples=samples, window=window,
+                        progress=None if not quiet else False),
+             as_json, quiet, similarity_text)
         return
+    if suggest_unique is not None or suggest_cut is not None or plot:
+        raise ConfigError("--suggest-unique, --suggest-cut and --plot go with --similarity; add "
+                          "--similarity")
     lm = None if Path(model).is_file() else open_model(model)
     report = inspect_report(model) if lm is None else inspect_report(lm.model)
     result = report.to_dict()

@@ -14,6 +14,7 @@ import click
 from ..errors import WeightShareError
 from .compress import compress
 from .eval import eval_cmd
+from .export import export_cmd
 from .inspect import inspect_cmd
 from .study import study
 from .tie import tie
@@ -32,13 +33,16 @@ def cli() -> None:
     """
 
 
-for _verb in (compress, tie, inspect_cmd, eval_cmd, train, study):
+for _verb in (compress, tie, inspect_cmd, eval_cmd, export_cmd, train, study):
     cli.add_command(_verb)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; map every known error to one line on stderr and exit status 1."""
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    from ..models.memory import return_freed_memory
+
+    return_freed_memory()  # large temporaries go back to the system (peak memory)
     try:
         cli.main(args=argv, prog_name="weightshare", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -7,7 +7,16 @@ import click
 from ..errors import ConfigError
 from ..methods.tie.config import INITS, STRATEGIES, TieConfig
 from ..pipeline import tie as run
-from .common import common_options, emit, field_default, field_help, fmt_fidelity, param_default
+from .common import (
+    common_options,
+    emit,
+    field_default,
+    field_help,
+    fmt_fidelity,
+    fmt_size,
+    param_default,
+    text_options,
+)
 
 
 def _tie_text(r: dict) -> str:
@@ -19,7 +28,7 @@ def _tie_text(r: dict) -> str:
         f"params:  {r['unique_params_before']:,} -> {r['unique_params_after']:,} stored "
         f"({1 - r['unique_params_after'] / r['unique_params_before']:.1%} fewer)",
         f"bytes:   {r['stored_bytes_before'] / mib:.2f} MiB -> {r['stored_bytes_after'] / mib:.2f}"
-        f" MiB stored; file {r['file_bytes'] / mib:.2f} MiB",
+        f" MiB stored; size {fmt_size(r)}",
         f"time:    load {s['load']:.2f} s, tie {s['tie']:.2f} s, distill {s['distill']:.1f} s, "
         f"save {s['save']:.2f} s",
     ]
@@ -27,7 +36,7 @@ def _tie_text(r: dict) -> str:
         lines.insert(2, r["plan_text"])
     if r.get("fidelity_before_distill"):
         lines.append("before distillation: " + fmt_fidelity(r["fidelity_before_distill"]))
-    lines.append(fmt_fidelity(r["fidelity"]))
+    lines.append(fmt_fidelity(r["fidelity"], "--no-eval"))
     return "\n".join(lines)
 
 
@@ -57,9 +66,9 @@ def _tie_text(r: dict) -> str:
 @click.option("--augment/--no-augment", default=param_default(run, "augment"),
               show_default=True,
               help="Also distill on spliced / word-dropped variants of the sentences.")
-@click.option("--data", type=click.Path(exists=True), default=None,
-              help="Unlabeled text for distillation: a .txt file or a directory of them "
-                   "[default: the built-in calibration sentences].")
+@text_options
+@click.option("--embed-tokenizer", is_flag=True,
+              help="Carry the tokenizer files in the output file.")
 @click.option("--no-eval", is_flag=True, help="Skip the fidelity measurement.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Output file [default: MODEL-tied.safetensors].")
@@ -67,8 +76,8 @@ def _tie_text(r: dict) -> str:
 def tie(model: str, strategy: str | None, cut: float | None, unique: int | None,
         stack: str | None, scope: str | None, layers: str | None, init: str | None, rank: str,
         embeddings: bool, distill_steps: int, distill_seconds: float | None, lr: float,
-        augment: bool, data: str | None, no_eval: bool, output: str | None, as_json: bool,
-        quiet: bool) -> None:
+        augment: bool, data: str | None, eval_data: str | None, embed_tokenizer: bool,
+        no_eval: bool, output: str | None, as_json: bool, quiet: bool) -> None:
     """Share whole blocks (or parts of them) across the layers of MODEL and save the result."""
     if (strategy is None) == (cut is None):
         raise ConfigError("give either --strategy (with --unique, --scope ...) or --cut F "
@@ -78,5 +87,6 @@ def tie(model: str, strategy: str | None, cut: float | None, unique: int | None,
         rank=rank, embeddings=embeddings)
     result = run(model, config, output, cut=cut, distill_steps=distill_steps,
                  distill_seconds=distill_seconds, data=data, lr=lr, augment=augment,
-                 measure=not no_eval, progress=None if not quiet else False)
+                 measure=not no_eval, progress=None if not quiet else False,
+                 eval_data=eval_data, embed_tokenizer=embed_tokenizer)
     emit(result, as_json, quiet, _tie_text)

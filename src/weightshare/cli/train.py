@@ -50,7 +50,9 @@ def _text(r: dict) -> str:
         + (f", validation error {100 * r['validation_error']:.2f}%"
            if "validation_error" in r else ""),
         f"size:    {r['dense_file_bytes'] / kib:.1f} KiB fp32 dense file -> "
-        f"{r['file_bytes'] / kib:.1f} KiB file ({r['ratio']:.1f}x smaller)",
+        f"{r['file_bytes'] / kib:.1f} KiB file ({r['ratio']:.1f}x smaller)"
+        + (f"; {r['fixed_width_bytes'] / kib:.1f} KiB at fixed width"
+           if "fixed_width_bytes" in r else ""),
         f"params:  {r['params']:,} used, {r['stored_params']:,} floats stored",
         "time:    " + ", ".join(f"{k} {v:.0f} s" for k, v in s.items()),
     ]
@@ -83,6 +85,7 @@ def _text(r: dict) -> str:
 @click.option("--soft-biases/--no-soft-biases", default=field_default(TrainConfig, "soft_biases"),
               show_default=True, help=field_help(TrainConfig, "soft_biases"))
 @click.option("--soft-epochs", **_opt("soft_epochs", float))
+@click.option("--entropy", is_flag=True, help=field_help(TrainConfig, "entropy"))
 @click.option("--validation", **_opt("validation", int))
 @click.option("--init", type=click.Path(dir_okay=False), default=None,
               help="prune-cluster, soft: start from this dense file (written by --sharing "

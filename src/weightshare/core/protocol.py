@@ -132,6 +132,11 @@ class SharedWeight(nn.Module):
         """Shape of the dense weight (default: ``scheme["shape"]``)."""
         return tuple(int(d) for d in scheme["shape"])
 
+    @classmethod
+    def dense_dtype_name(cls, scheme: dict[str, Any]) -> str:
+        """dtype name of the dense weight (default: the original part's dtype)."""
+        return cls.part_specs(scheme)[cls.original_part].dtype
+
     def parts(self) -> dict[str, torch.Tensor]:
         """The weight's own stored tensors (everything but the original), by part name,
         in their logical (unpacked) form."""
@@ -155,6 +160,26 @@ class SharedWeight(nn.Module):
         """Bits per code, for kinds that store codes."""
         return None
 
+    # -- runtime forms -----------------------------------------------------------------
+    # A kind may register other forms of its weight for other uses (``register_runtime``):
+    # the same kind, scheme and parts, held differently (e.g. codes kept bit-packed in
+    # memory for inference). These three methods are what io and materialize_ use.
+
+    @classmethod
+    def from_stored(cls, scheme: dict[str, Any], parts: dict[str, torch.Tensor]) -> SharedWeight:
+        """Rebuild the weight from its own parts as the file stores them: a part with
+        ``bits`` as its 1-D uint8 bit stream. Runtime forms implement it."""
+        raise NotImplementedError(f"{cls.__name__} is built with from_scheme")
+
+    def packed_parts(self) -> dict[str, torch.Tensor]:
+        """Own parts already held bit-packed (as the file stores them), by part name; the
+        io layer stores these as they are. Default: none."""
+        return {}
+
+    def dense(self, original: torch.Tensor) -> torch.Tensor:
+        """The dense weight as a plain tensor (default: ``forward``)."""
+        return self(original)
+
     # -- parametrize plumbing ----------------------------------------------------------
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
@@ -170,6 +195,20 @@ class SharedWeight(nn.Module):
 # ------------------------------------------------------------------- in a model
 
 
+def remove_parametrization(module: nn.Module, attr: str) -> None:
+    """Drop the parametrization of ``module.<attr>`` (the original stays as it is).
+
+    A deep copy of a parametrized module shares its generated class with the module it
+    was copied from, and removing a parametrization deletes the property from that class:
+    the copy first gets a class of its own, so the other model keeps working.
+    """
+    cls = type(module)
+    module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+    # leave_parametrized=False: the default writes the dense value into the original,
+    # which other weights may share
+    parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
+
+
 def attach(module: nn.Module, attr: str, weight: SharedWeight, original: nn.Parameter) -> None:
     """Make ``module.<attr>`` the shared weight ``weight(original)``, in place.
 
@@ -178,7 +217,7 @@ def attach(module: nn.Module, attr: str, weight: SharedWeight, original: nn.Para
     into, so a tensor it shared with other modules stays intact).
     """
     if parametrize.is_parametrized(module, attr):
-        parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
+        remove_parametrization(module, attr)
     if attr in module._buffers:
         del module._buffers[attr]
     module._parameters[attr] = original
@@ -283,12 +322,10 @@ def materialize_(model: nn.Module, kinds: tuple[str, ...] | None = None,
         key = id(weight) if keep_ties else None
         param = done.get(key) if key is not None else None
         if param is None:
-            param = nn.Parameter(getattr(module, attr).detach().clone(),
+            param = nn.Parameter(weight.dense(original).detach().clone(),
                                  requires_grad=original.requires_grad)
             if key is not None:
                 done[key] = param
-        # leave_parametrized=False: the default writes the dense value into the original,
-        # which other weights may share
-        parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
+        remove_parametrization(module, attr)
         module._parameters[attr] = param
     return model

@@ -45,6 +45,11 @@ class Method:
 
 _METHODS: dict[type, Method] = {}
 _WEIGHTS: dict[str, type[SharedWeight]] = {}
+_RUNTIMES: dict[tuple[str, str], type[SharedWeight]] = {}
+
+TRAIN = "train"  # the form a kind registers with register_weight: trainable parametrization
+PACKED = "packed"  # codes kept bit-packed in memory, computed from directly (inference)
+RUNTIMES = (TRAIN, PACKED)
 
 
 def register(config_type: type, apply: Apply, *, order: int = VALUES,
@@ -67,6 +72,34 @@ def register_weight(cls: type[SharedWeight]) -> None:
         raise ConfigError(f"{cls!r} is not a SharedWeight subclass with a kind name; subclass "
                           "weightshare.core.SharedWeight and set kind = '...'")
     _WEIGHTS[cls.kind] = cls
+
+
+def register_runtime(cls: type[SharedWeight], runtime: str = PACKED) -> None:
+    """Register ``cls`` as the ``runtime`` form of the kind ``cls.kind``: the same kind,
+    scheme and parts as the training form, built by ``cls.from_stored`` from the parts as
+    the file stores them. ``weightshare.load(path, runtime=...)`` then builds it, and
+    ``weightshare.runtime.to_runtime_`` converts to and from it."""
+    if not (isinstance(cls, type) and issubclass(cls, SharedWeight)) or not cls.kind:
+        raise ConfigError(f"{cls!r} is not a SharedWeight subclass with a kind name")
+    if runtime not in RUNTIMES or runtime == TRAIN:
+        raise ConfigError(f"runtime must be one of {list(RUNTIMES[1:])}, got {runtime!r}")
+    _RUNTIMES[(cls.kind, runtime)] = cls
+
+
+def runtime_class(kind: str, runtime: str) -> type[SharedWeight] | None:
+    """The ``runtime`` form of ``kind`` (the training form for ``"train"``); None when the
+    kind has no such form (its weights then stay in the training form)."""
+    if runtime == TRAIN:
+        return _WEIGHTS.get(kind)
+    return _RUNTIMES.get((kind, runtime))
+
+
+def check_runtime(runtime: object) -> str:
+    """``runtime`` if it names a form, else ConfigError listing them."""
+    if not isinstance(runtime, str) or runtime not in RUNTIMES:
+        raise ConfigError(f"runtime must be one of {list(RUNTIMES)}, got {runtime!r}; use "
+                          "'packed' for inference, 'train' to fine-tune")
+    return runtime
 
 
 def unregister(config_type: type) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import ConfigError
+from .guard import before_sharing
 from .registry import method_for
 
 
@@ -28,6 +29,7 @@ def share_(model: nn.Module, *configs: Any, **options: Any) -> nn.Module:
     """
     if not configs:
         raise ConfigError("share_ needs at least one config, e.g. ws.ClusterConfig(bits=4)")
+    before_sharing(model)  # the baseline before the first method changes anything
     methods = sorted(((method_for(c), i, c) for i, c in enumerate(configs)),
                      key=lambda t: (t[0].order, t[1]))
     for method, _, config in methods:

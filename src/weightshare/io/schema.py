@@ -9,30 +9,39 @@ that got past it can trust every shape, length and name it uses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.protocol import DTYPE_BYTES, MAX_CODE_BITS, PartSpec, SharedWeight
 from ..core.registry import weight_class
 from ..errors import FormatError
 from .bitpack import packed_length
+from .entropy import CODER, check_blob
 from .header import MAX_NDIM, TORCH_DTYPE_TAGS, TensorInfo, is_int, quote
 
-FORMAT_VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)  # version 1 files are upgraded on reading (upgrade.py)
+FORMAT_VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)  # versions 1 and 2 are upgraded on reading (upgrade.py)
 MODEL_SOURCES = ("transformers", "torch")
-_TOP_KEYS = {"format_version", "library_version", "schemes", "ties", "model", "extra"}
+_TOP_KEYS = {"format_version", "library_version", "schemes", "ties", "model", "extra",
+             "checksums", "coding"}
+_CHECKSUM = re.compile(r"crc32:[0-9a-f]{8}")
 
 
 @dataclass(frozen=True)
 class Layout:
     """What a validated file holds: per shared weight its class and part specs; the names of
-    the dense tensors; the slot (stored tensor) each part comes from."""
+    the dense tensors; the slot (stored tensor) each part comes from; the checksum of every
+    stored tensor (None for files of format version 1 and 2, which had none) and the coding
+    of the entropy-coded ones."""
 
     weights: dict[str, type[SharedWeight]]
     specs: dict[str, dict[str, PartSpec]]
     dense: list[str]
     parts: dict[str, PartSpec]  # part tensor name -> spec
+    checksums: dict[str, str] | None = None
+    coding: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def slot(self, fqn: str, part: str, ties: dict[str, str]) -> str:
         """The stored tensor that holds ``part`` of weight ``fqn`` (its own, or a tie's)."""
@@ -50,22 +59,55 @@ def scheme_body(scheme: dict) -> dict:
     return {k: v for k, v in scheme.items() if k != "version"}
 
 
+def library_version() -> str:
+    """The version of this weightshare ("0+unknown" when it is not installed)."""
+    version = getattr(sys.modules.get("weightshare"), "__version__", None)
+    if isinstance(version, str):
+        return version
+    try:
+        from importlib.metadata import version as dist_version
+
+        return dist_version("weightshare")
+    except Exception:  # not installed as a distribution (e.g. PYTHONPATH=src)
+        return "0+unknown"
+
+
+def writer(meta: dict) -> str:
+    """'weightshare X' naming the library that wrote a file, as far as it says ('a newer
+    weightshare' when it does not, or names this very version)."""
+    lib = meta.get("library_version")
+    if isinstance(lib, str) and lib and len(lib) <= 40 and lib != library_version():
+        return f"weightshare {lib}"
+    return "a newer weightshare"
+
+
+def check_version(meta: dict, path: Any) -> int:
+    """The file's format version; FormatError naming who can read it when it is not one
+    this weightshare reads."""
+    version = meta.get("format_version")
+    if not is_int(version):
+        raise FormatError(f"{path}: format_version is {str(version)[:40]!r}, not an integer; "
+                          "the file is corrupt")
+    if version not in SUPPORTED_VERSIONS:
+        raise FormatError(f"{path} has format_version {version}, written by {writer(meta)}; this "
+                          f"weightshare reads format versions {SUPPORTED_VERSIONS[0]} to "
+                          f"{SUPPORTED_VERSIONS[-1]}: open it with {writer(meta)} or later "
+                          "(pip install -U weightshare)")
+    return version
+
+
 def validate_metadata(meta: dict, tensors: dict[str, TensorInfo] | None = None,
-                      path: Any = "<metadata>") -> Layout:
+                      path: Any = "<metadata>", *, legacy: bool = False) -> Layout:
     """Check every field of ``meta`` (and, given the tensor table, every tensor).
 
     Returns the file's :class:`Layout`; raises FormatError naming the first problem. Fills
-    ``meta["extra"]`` with ``{}`` when absent.
+    ``meta["extra"]`` with ``{}`` when absent. ``legacy``: the metadata was upgraded from
+    a format version without checksums (they are then not required).
     """
     p = str(path)
-    version = meta.get("format_version")
-    if not is_int(version):
-        raise FormatError(f"{p}: format_version is {str(version)[:40]!r}, not an integer; "
-                          "the file is corrupt")
-    if version != FORMAT_VERSION:
-        raise FormatError(f"{p} uses weightshare format_version {version}, this weightshare reads "
-                          f"{', '.join(map(str, SUPPORTED_VERSIONS))}; upgrade weightshare "
-                          "(pip install -U weightshare)")
+    if check_version(meta, p) != FORMAT_VERSION:
+        raise FormatError(f"{p}: format_version {meta['format_version']} must be upgraded "
+                          "before it is validated (internal error)")
     unknown = set(meta) - _TOP_KEYS
     missing = (_TOP_KEYS - {"extra"}) - set(meta)
     if unknown or missing:
@@ -85,14 +127,55 @@ def validate_metadata(meta: dict, tensors: dict[str, TensorInfo] | None = None,
     weights: dict[str, type[SharedWeight]] = {}
     specs: dict[str, dict[str, PartSpec]] = {}
     for fqn, scheme in schemes.items():
-        weights[fqn], specs[fqn] = _check_scheme(p, fqn, scheme)
+        weights[fqn], specs[fqn] = _check_scheme(p, fqn, scheme, meta)
     parts = {part_name(f, part): spec for f, s in specs.items() for part, spec in s.items()}
     dense = [] if tensors is None else [n for n in tensors if n not in parts]
-    layout = Layout(weights, specs, dense, parts)
+    checksums = None if legacy else _check_checksums(p, meta["checksums"], tensors)
+    coding = _check_coding(p, meta, parts, tensors)
+    layout = Layout(weights, specs, dense, parts, checksums, coding)
     if tensors is not None:
         _check_tensors(p, layout, tensors, ties)
     _check_ties(p, layout, tensors, ties, schemes)
     return layout
+
+
+def _check_checksums(p: str, checksums: Any,
+                     tensors: dict[str, TensorInfo] | None) -> dict[str, str]:
+    if not isinstance(checksums, dict) or not all(
+            isinstance(v, str) and _CHECKSUM.fullmatch(v) for v in checksums.values()):
+        raise FormatError(f"{p}: checksums must map tensor names to 'crc32:' + 8 hex digits; the "
+                          "file is corrupt")
+    if tensors is not None and set(checksums) != set(tensors):
+        odd = sorted(set(checksums) ^ set(tensors))[:3]
+        raise FormatError(f"{p}: the checksums do not list exactly the stored tensors (e.g. "
+                          f"{quote(odd)}); the file is corrupt")
+    return checksums
+
+
+def _check_coding(p: str, meta: dict, parts: dict[str, PartSpec],
+                  tensors: dict[str, TensorInfo] | None) -> dict[str, dict[str, Any]]:
+    coding = meta["coding"]
+    if not isinstance(coding, dict):
+        raise FormatError(f"{p}: coding must be a JSON object; the file is corrupt")
+    for name, how in coding.items():
+        spec = parts.get(name)
+        if spec is None or spec.bits is None or (tensors is not None and name not in tensors):
+            raise FormatError(f"{p}: coding names {quote(name)}, which is no stored part of codes; "
+                              "the file is corrupt")
+        if not isinstance(how, dict) or set(how) != {"coder", "words"}:
+            raise FormatError(f"{p}: coding of {quote(name)} must have exactly coder and words; "
+                              "the file is corrupt")
+        if how["coder"] != CODER:
+            raise FormatError(f"{p}: {quote(name)} is coded with {quote(how['coder'])}, which this "
+                              f"weightshare does not know (it reads {CODER!r}); open it "
+                              f"with {writer(meta)} or later (pip install -U weightshare)")
+        if tensors is not None:
+            info = tensors[name]
+            if info.dtype != "U8" or len(info.shape) != 1:
+                raise FormatError(f"{p}: coded {quote(name)} must be a 1-D U8 tensor; the file is "
+                                  "corrupt")
+            check_blob(info.nbytes, spec.bits, spec.numel, how["words"], f"{p}: {name}")
+    return coding
 
 
 def _check_model(p: str, model: Any) -> None:
@@ -116,7 +199,8 @@ def _check_model(p: str, model: Any) -> None:
             raise FormatError(f"{p}: model.config must be a JSON object; the file is corrupt")
 
 
-def _check_scheme(p: str, fqn: str, s: Any) -> tuple[type[SharedWeight], dict[str, PartSpec]]:
+def _check_scheme(p: str, fqn: str, s: Any,
+                  meta: dict) -> tuple[type[SharedWeight], dict[str, PartSpec]]:
     where = f"{p}: scheme of {quote(fqn)}"
     if not fqn or not isinstance(s, dict):
         raise FormatError(f"{where} is not a JSON object; the file is corrupt")
@@ -126,9 +210,10 @@ def _check_scheme(p: str, fqn: str, s: Any) -> tuple[type[SharedWeight], dict[st
         raise FormatError(f"{where}: version {str(version)[:20]!r} is not a positive integer; "
                           "the file is corrupt")
     if version > cls.version:
-        raise FormatError(f"{where}: kind {cls.kind!r} version {version} was written by a newer "
-                          f"weightshare (this one reads up to version {cls.version}); upgrade "
-                          "weightshare (pip install -U weightshare)")
+        raise FormatError(f"{where}: kind {cls.kind!r} version {version} was written by "
+                          f"{writer(meta)}; this weightshare reads {cls.kind!r} up to version "
+                          f"{cls.version}: open it with {writer(meta)} or later "
+                          "(pip install -U weightshare)")
     body = scheme_body(s)
     try:
         shape = body.get("shape")
@@ -179,6 +264,8 @@ def _check_tensors(p: str, layout: Layout, tensors: dict[str, TensorInfo],
                     continue  # an original shared with another weight: checked with the ties
                 raise FormatError(f"{p}: {quote(fqn)} lacks its tensor {quote(name)}; the file "
                                   "is corrupt")
+            if name in layout.coding:
+                continue  # checked with the coding
             tag, shape = stored_shape(spec)
             if (info.dtype, info.shape) != (tag, shape):
                 raise FormatError(f"{p}: {quote(name)} must be {tag} {list(shape)}, got "

@@ -1,4 +1,7 @@
-"""Reading files of format version 1 (weightshare 0.1.0) as version 2.
+"""Reading files of older format versions as the current one (3).
+
+Version 2 had no checksums and no entropy coding: its metadata gains empty ``checksums``
+and ``coding`` entries, and the reader is told that no checksum is recorded.
 
 Version 1 named two kinds in its layout: a codebook could borrow another weight's
 codebook (``"codebook_from"``), and a relaxed weight stored its tensors under their
@@ -15,20 +18,29 @@ from dataclasses import replace
 
 from ..errors import FormatError
 from .header import TensorInfo
-from .schema import FORMAT_VERSION
+from .schema import FORMAT_VERSION, check_version
 
 
 def upgrade(meta: dict, infos: dict[str, TensorInfo],
-            path: str) -> tuple[dict, dict[str, TensorInfo]]:
-    """(metadata, tensor table) of a version 1 file, in version 2 form; other versions are
-    returned unchanged. Each upgraded TensorInfo keeps the name it is stored under."""
-    if meta.get("format_version") != 1:
-        return meta, infos
-    try:
-        return _upgrade_v1(copy.deepcopy(meta), infos)
-    except (AttributeError, KeyError, TypeError, ValueError):
-        raise FormatError(f"{path}: the format version 1 metadata is corrupt; save the model "
-                          "again") from None
+            path: str) -> tuple[dict, dict[str, TensorInfo], bool]:
+    """(metadata, tensor table, legacy) of a file, in the current version's form; legacy
+    is True when the file's version recorded no checksums. Each upgraded TensorInfo keeps
+    the name it is stored under. FormatError for versions this weightshare cannot read."""
+    version = check_version(meta, path)
+    if version == FORMAT_VERSION:
+        return meta, infos, False
+    if version == 1:
+        try:
+            meta, infos = _upgrade_v1(copy.deepcopy(meta), infos)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise FormatError(f"{path}: the format version 1 metadata is corrupt; save the model "
+                              "again") from None
+    for key in ("checksums", "coding"):  # version 2: neither existed
+        if key in meta:
+            raise FormatError(f"{path}: format_version {version} metadata has a {key!r} entry; "
+                              "the file is corrupt")
+    meta = {**meta, "format_version": FORMAT_VERSION, "checksums": {}, "coding": {}}
+    return meta, infos, True
 
 
 def _raw_prefix(fqn: str) -> str:
@@ -39,7 +51,6 @@ def _raw_prefix(fqn: str) -> str:
 def _upgrade_v1(meta: dict, infos: dict[str, TensorInfo]) -> tuple[dict, dict[str, TensorInfo]]:
     schemes, ties = meta.get("schemes"), meta.get("ties")
     if not isinstance(schemes, dict) or not isinstance(ties, dict):
-        meta["format_version"] = FORMAT_VERSION
         return meta, infos  # the validator names the problem
     rename: dict[str, str] = {}
     for fqn, scheme in schemes.items():
@@ -55,7 +66,6 @@ def _upgrade_v1(meta: dict, infos: dict[str, TensorInfo]) -> tuple[dict, dict[st
             for part in ("lora_A", "lora_B", "delta"):
                 rename[f"{prefix}0.{part}"] = f"{fqn}.{part}"
     meta["ties"] = {rename.get(a, a): rename.get(s, s) for a, s in ties.items()}
-    meta["format_version"] = FORMAT_VERSION
     upgraded = {}
     for name, info in infos.items():
         new = rename.get(name, name)

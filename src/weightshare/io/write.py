@@ -7,26 +7,33 @@ Saving is generic over the shared-weight protocol: every shared weight contribut
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import secrets
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from ..core.protocol import dtype_name, foreign_parametrization, iter_shared, parametrized_attrs
+from ..core.baseline import baseline_extra
+from ..core.protocol import (
+    PartSpec,
+    dtype_name,
+    foreign_parametrization,
+    iter_shared,
+    parametrized_attrs,
+)
 from ..core.ties import require_ties
 from ..errors import FormatError, SaveError, TieError
-from .bitpack import pack_codes
+from .atomic import write_atomic
+from .bitpack import pack_codes, packed_length
+from .container import Entry, from_tensor, header_bytes, tensor_bytes, write_container
+from .entropy import CODER, constriction, encode, logical_source, packed_source
 from .header import METADATA_KEY, TORCH_DTYPE_TAGS, TensorInfo
-from .schema import FORMAT_VERSION, part_name, stored_shape, validate_metadata
+from .schema import FORMAT_VERSION, library_version, part_name, validate_metadata
 
 _DROP = object()  # marks values jsonable() leaves out
 
@@ -44,14 +51,17 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def save(model: nn.Module, path: str | os.PathLike, *, extra: dict | None = None) -> Path:
+def save(model: nn.Module, path: str | os.PathLike, *, extra: dict | None = None,
+         entropy: bool = False) -> Path:
     """Write ``model`` to one safetensors file at ``path``, atomically; return the path.
 
     Each shared weight is stored as its parts (``<fqn>.codebook`` + bit-packed
     ``<fqn>.codes`` for a codebook weight), tied tensors once under their source name,
-    everything else under its state_dict name. ``extra`` is a small JSON-able dict kept
-    in the metadata. A model whose recorded ties have split is refused (``retie_`` or
-    ``untie_`` it first): the file would silently hold one tie fewer.
+    everything else under its state_dict name, each tensor with its checksum. With
+    ``entropy=True`` every part of codes is entropy-coded where that makes it smaller
+    (decoded exactly on loading). ``extra`` is a small JSON-able dict kept in the metadata.
+    The same model always gives the same bytes. A model whose recorded ties have split is
+    refused (``retie_`` or ``untie_`` it first): the file would silently hold one tie fewer.
 
     Example:
         >>> import torch, tempfile, os
@@ -66,53 +76,99 @@ def save(model: nn.Module, path: str | os.PathLike, *, extra: dict | None = None
     if extra is not None and not isinstance(extra, dict):
         raise SaveError(f"extra must be a dict, got {type(extra).__name__}; "
                         "pass e.g. {'note': 'x'}")
+    if not isinstance(entropy, bool):
+        raise SaveError(f"entropy must be True or False, got {entropy!r}")
+    if entropy:
+        constriction()  # fail before any work when the coder is missing
     try:
         require_ties(model)
     except TieError as e:
         raise SaveError(str(e)) from None
-    tensors, meta = _collect(model, extra or {})
-    infos = {n: TensorInfo(n, TORCH_DTYPE_TAGS[dtype_name(t.dtype)], tuple(t.shape), 0, 0)
-             for n, t in tensors.items()}
+    # the baseline of the model before sharing (core/baseline.py) travels with the file
+    entries, meta = _collect(model, {**baseline_extra(model), **(extra or {})}, entropy)
+    infos = {n: TensorInfo(n, e.tag, e.shape, 0, e.nbytes) for n, e in entries.items()}
+    meta["checksums"] = {n: PLACEHOLDER for n in entries}  # filled in while writing
     try:  # never write a file we could not read back
         validate_metadata(meta, infos, path)
     except FormatError as e:
         raise SaveError(f"refusing to write a file that would not load: {e}") from None
     try:
-        text = json.dumps(meta, allow_nan=False, separators=(",", ":"))
+        json.dumps(meta, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise SaveError(f"extra is not JSON-serialisable ({e}); pass only str, numbers, lists "
                         "and dicts") from None
-    _write_atomic(path, tensors, {METADATA_KEY: text, "format": "pt"})
+    write_atomic(path, lambda f: _write(f, entries, meta))
     return path
 
 
-def _stored(t: torch.Tensor, name: str, storages: set[int]) -> torch.Tensor:
-    """A CPU, contiguous tensor safetensors accepts (no two sharing memory)."""
+PLACEHOLDER = "crc32:00000000"
+
+
+def _metadata_strings(meta: dict) -> dict[str, str]:
+    text = json.dumps(meta, allow_nan=False, sort_keys=True, separators=(",", ":"))
+    return {METADATA_KEY: text, "format": "pt"}
+
+
+def _write(f: BinaryIO, entries: dict[str, Entry], meta: dict) -> None:
+    """Header with placeholder checksums (the same length), the data, then the header
+    again with the checksums computed while writing."""
+    write_container(f, entries, _metadata_strings(meta), meta["checksums"])
+    f.seek(0)
+    f.write(header_bytes(entries, _metadata_strings(meta)))
+
+
+def _part_entry(t: torch.Tensor, spec: PartSpec, name: str, packed: torch.Tensor | None,
+                entropy: bool, coding: dict) -> Entry:
+    """The stored form of one part: as is, bit-packed, or entropy-coded."""
+    if spec.bits is None:
+        return from_tensor(_stored(t.to(getattr(torch, spec.dtype)), name),
+                           TORCH_DTYPE_TAGS[spec.dtype])
+    bits = spec.bits
+    if packed is not None:  # the weight holds it bit-packed already (a runtime form)
+        stream = packed.detach().cpu().reshape(-1)
+        if stream.dtype != torch.uint8 or stream.numel() != packed_length(spec.numel, bits):
+            raise SaveError(f"{name}: the bit-packed part holds {stream.numel()} {stream.dtype} "
+                            f"values, not {packed_length(spec.numel, bits)} bytes")
+        source = packed_source(stream, bits, spec.numel)
+    else:
+        if tuple(t.shape) != spec.shape:
+            raise SaveError(f"{name}: part has shape {list(t.shape)}, its scheme says "
+                            f"{list(spec.shape)}")
+        source = logical_source(t)
+    if entropy:
+        coded = encode(source, bits, spec.numel)
+        if coded.blob.size < packed_length(spec.numel, bits):
+            coding[name] = {"coder": CODER, "words": coded.words}
+            blob = torch.from_numpy(coded.blob)
+            return Entry("U8", (blob.numel(),), blob.numel(), lambda: tensor_bytes(blob))
+    if packed is not None:
+        return Entry("U8", (stream.numel(),), stream.numel(), lambda: tensor_bytes(stream))
+    return Entry("U8", (packed_length(spec.numel, bits),), packed_length(spec.numel, bits),
+                 lambda: tensor_bytes(pack_codes(t, bits)))
+
+
+def _stored(t: torch.Tensor, name: str) -> torch.Tensor:
+    """A CPU, contiguous tensor (never one of the meta device)."""
     if t.is_meta:
         raise SaveError(f"{name} is on the meta device; load or initialise it before saving")
     if dtype_name(t.dtype) not in TORCH_DTYPE_TAGS:
         raise SaveError(f"{name} has dtype {t.dtype}, which safetensors cannot store; convert "
                         "it (e.g. .float()) before saving")
-    t = t.detach().cpu().contiguous()
-    ptr = t.untyped_storage().data_ptr()
-    if ptr in storages or t.numel() == 0:  # views of one storage: safetensors wants copies
-        t = t.clone()
-    storages.add(ptr)
-    return t
+    return t.detach().cpu().contiguous()
 
 
-def _collect(model: nn.Module, extra: dict) -> tuple[dict[str, torch.Tensor], dict]:
+def _collect(model: nn.Module, extra: dict, entropy: bool) -> tuple[dict[str, Entry], dict]:
     for fqn, module, attr in parametrized_attrs(model):
         kinds = foreign_parametrization(module, attr)
         if kinds is not None:
             raise SaveError(f"{fqn} uses parametrization(s) {kinds}, which the weightshare format "
                             "cannot store; remove them (parametrize.remove_parametrizations) "
                             "first")
-    tensors: dict[str, torch.Tensor] = {}
+    entries: dict[str, Entry] = {}
     schemes: dict[str, dict] = {}
     ties: dict[str, str] = {}
+    coding: dict[str, dict] = {}
     first: dict[int, str] = {}  # id(tensor) -> the name it is stored under
-    storages: set[int] = set()
     weights: dict[tuple[int, int], str] = {}  # (id(weight), id(original)) -> fqn
     alive: list[dict[str, torch.Tensor]] = []  # every part seen, until `first` is done
     for fqn, _module, _attr, weight, original in iter_shared(model, remove_duplicate=False):
@@ -124,11 +180,15 @@ def _collect(model: nn.Module, extra: dict) -> tuple[dict[str, torch.Tensor], di
         scheme = weight.scheme(original)
         specs = type(weight).part_specs(scheme)
         schemes[fqn] = {**scheme, "version": type(weight).version}
-        own = weight.parts()
-        alive.append(own)  # parts() may build new tensors: keep them so no id() is reused
+        packed = weight.packed_parts()
+        own = {} if set(packed) >= set(specs) - {weight.original_part} else weight.parts()
+        alive.append(packed)  # packed_parts()/parts() may build new tensors: keep them
+        alive.append(own)  # alive so that no id() in `first` is reused by a later one
         for part, spec in specs.items():
             name = part_name(fqn, part)
-            t = original if part == weight.original_part else own[part]
+            t = original if part == weight.original_part else packed.get(part, own.get(part))
+            if t is None:
+                raise SaveError(f"{fqn} ({weight.kind}) does not hold its part {part!r}")
             if id(t) in first:  # stored already (a codebook shared across layers, ...)
                 ties[name] = first[id(t)]
                 continue
@@ -136,9 +196,7 @@ def _collect(model: nn.Module, extra: dict) -> tuple[dict[str, torch.Tensor], di
             if t.is_meta:
                 raise SaveError(f"{fqn} is on the meta device; load or initialise it before "
                                 "saving")
-            tensors[name] = pack_codes(t, spec.bits) if spec.bits is not None \
-                else _stored(t.to(getattr(torch, spec.dtype)), name, storages)
-            assert tuple(tensors[name].shape) == stored_shape(spec)[1], name
+            entries[name] = _part_entry(t, spec, name, packed.get(part), entropy, coding)
     for name, t in model.state_dict(keep_vars=True).items():
         if ".parametrizations." in f".{name}":  # held by a shared weight: stored above
             continue
@@ -146,28 +204,18 @@ def _collect(model: nn.Module, extra: dict) -> tuple[dict[str, torch.Tensor], di
             ties[name] = first[id(t)]
             continue
         first[id(t)] = name
-        tensors[name] = _stored(t, name, storages)
+        stored = _stored(t, name)
+        entries[name] = from_tensor(stored, TORCH_DTYPE_TAGS[dtype_name(stored.dtype)])
     meta = {
         "format_version": FORMAT_VERSION,
-        "library_version": _library_version(),
+        "library_version": library_version(),
         "schemes": schemes,
         "ties": ties,
         "model": _model_entry(model),
         "extra": extra,
+        "coding": coding,
     }
-    return tensors, meta
-
-
-def _library_version() -> str:
-    version = getattr(sys.modules.get("weightshare"), "__version__", None)
-    if isinstance(version, str):
-        return version
-    try:
-        from importlib.metadata import version as dist_version
-
-        return dist_version("weightshare")
-    except Exception:  # not installed as a distribution (e.g. PYTHONPATH=src)
-        return "0+unknown"
+    return entries, meta
 
 
 def _model_entry(model: nn.Module) -> dict:
@@ -217,35 +265,3 @@ def _jsonable(obj: Any, _depth: int) -> Any:
         items = [_jsonable(v, _depth + 1) for v in obj]
         return [None if v is _DROP else v for v in items]
     return _DROP
-
-
-def _write_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    # temp file in the same directory, so os.replace is an atomic rename on one file system
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    try:
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        mode = os.stat(tmp).st_mode & 0o777  # 0666 less the umask, read without os.umask()
-    except OSError as e:
-        raise SaveError(f"could not write in {path.parent}: {e.strerror or e}; check "
-                        "permissions or choose another -o path") from e
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)  # recent safetensors write through their own 0600 temp file
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise SaveError(f"could not write {path}: {e.strerror or e}; check free space and "
-                            "permissions") from e
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from weightshare.errors import ModelLoadError
+from weightshare.errors import ModelLoadError, WeightShareError
+from weightshare.models.memory import own_memory
 
 MINILM_NAME = "minilm"
 
@@ -39,9 +40,13 @@ _WHAT_TO_PASS = (
 class LoadedModel:
     """A model ready for weightshare, with what is needed to rebuild and run it.
 
-    ``model`` is in eval mode, float32, on the CPU. ``kind`` is one of
-    ``"sentence-embedding"`` (mean-pooled encoder such as MiniLM), ``"transformers"``
-    or ``"torch"`` (a plain ``nn.Module`` built by the caller).
+    ``model`` is in eval mode on the CPU, in the dtype its checkpoint was saved in (a
+    bf16 checkpoint stays bf16: that is the model as the user has it). ``kind`` is one of
+    ``"sentence-embedding"`` (mean-pooled encoder such as MiniLM), ``"causal-lm"`` (a
+    transformers causal language model: GPT-2, Llama, ...), ``"transformers"`` (any other
+    transformers model) or ``"torch"`` (a plain ``nn.Module`` built by the caller).
+    ``base``: where the original model came from (a directory, hub id or ``minilm``),
+    what a saved file records so that every verb finds the tokenizer and the reference.
     """
 
     model: torch.nn.Module
@@ -51,6 +56,15 @@ class LoadedModel:
     hf_config: dict | None = None
     hf_class: str | None = None
     source_dir: str | None = None
+    base: str | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's floating-point parameters (the first one found)."""
+        for p in self.model.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.float32
 
 
 @contextlib.contextmanager
@@ -137,20 +151,45 @@ def _model_class(architectures: list[str] | None, sentence: bool) -> Any:
 
 
 def _finish(model: torch.nn.Module) -> torch.nn.Module:
-    return model.to(device="cpu", dtype=torch.float32).eval()
+    if any(p.is_meta for p in model.parameters()):  # a skeleton (see models.source)
+        return model.eval()
+    # weights mapped from the checkpoint file would never give their memory back when
+    # sharing replaces them (models/memory.py)
+    return own_memory(model.to(device="cpu")).eval()
 
 
-def _load_tokenizer(source: str, local_only: bool) -> Any | None:
-    from transformers import AutoTokenizer
+def is_causal_lm_class(hf_class: str | None) -> bool:
+    """Whether a transformers class name is a causal language model (GPT-2, Llama, ...)."""
+    if not hf_class:
+        return False
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-    except (OSError, ValueError, KeyError, TypeError):
-        # A checkpoint without tokenizer files is still a valid model to share.
-        return None
-    # Without tokenizer files transformers may still build one from the config, with an
-    # empty vocabulary: it would turn every sentence into unknown tokens.
-    return tokenizer if getattr(tokenizer, "vocab_size", 1) else None
+    for names in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
+        if hf_class == names or (isinstance(names, (tuple, list)) and hf_class in names):
+            return True
+    return hf_class.endswith(("ForCausalLM", "LMHeadModel"))
+
+
+def model_kind(hf_class: str | None, sentence: bool) -> str:
+    """``sentence-embedding``, ``causal-lm`` or ``transformers`` (see LoadedModel)."""
+    if sentence:
+        return "sentence-embedding"
+    return "causal-lm" if is_causal_lm_class(hf_class) else "transformers"
+
+
+def _dtype_kwargs() -> dict[str, Any]:
+    """Keep the checkpoint's dtype: ``dtype="auto"`` (``torch_dtype`` before transformers
+    4.56), so a bf16 checkpoint is not silently doubled to fp32."""
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return {"dtype": "auto"} if (major, minor) >= (4, 56) else {"torch_dtype": "auto"}
+
+
+def _load_tokenizer(source: str, local_only: bool, model: torch.nn.Module) -> Any | None:
+    from .tokenizer import input_vocab_rows, load_tokenizer
+
+    return load_tokenizer(source, local_only=local_only, vocab_rows=input_vocab_rows(model))
 
 
 def _load_directory(path: Path, name: str) -> LoadedModel:
@@ -170,14 +209,15 @@ def _load_directory(path: Path, name: str) -> LoadedModel:
     with _quiet_transformers():
         cls = _model_class(architectures, sentence)
         try:
-            model = cls.from_pretrained(str(path), local_files_only=True)
+            model = cls.from_pretrained(str(path), local_files_only=True, **_dtype_kwargs())
         except Exception as exc:  # transformers raises many unrelated types here
             raise ModelLoadError(
                 f"transformers could not load the model in {str(path)!r}: "
                 f"{_first_line(exc)}; check that the directory is a complete checkpoint"
             ) from exc
-        tokenizer = _load_tokenizer(str(path), local_only=True)
-    return _loaded(model, tokenizer, sentence, name, str(path))
+    tokenizer = _load_tokenizer(str(path), True, model)
+    base = MINILM_NAME if name == MINILM_NAME else str(path.resolve())
+    return _loaded(model, tokenizer, sentence, name, str(path), base)
 
 
 def _load_hub(repo_id: str) -> LoadedModel:
@@ -194,12 +234,14 @@ def _load_hub(repo_id: str) -> LoadedModel:
                 source_dir = _cached_snapshot(repo_id)
                 sentence = source_dir is not None and is_sentence_embedding_dir(source_dir)
                 cls = _model_class(getattr(config, "architectures", None), sentence)
-                model = cls.from_pretrained(repo_id, local_files_only=local_only)
-                tokenizer = _load_tokenizer(repo_id, local_only=local_only)
+                model = cls.from_pretrained(repo_id, local_files_only=local_only,
+                                            **_dtype_kwargs())
             except Exception as exc:  # OSError, HTTP errors, ValueError, ...
                 errors.append(_first_line(exc))
                 continue
-        return _loaded(model, tokenizer, sentence, repo_id, source_dir or _cached_snapshot(repo_id))
+        tokenizer = _load_tokenizer(repo_id, local_only, model)
+        return _loaded(model, tokenizer, sentence, repo_id,
+                       source_dir or _cached_snapshot(repo_id), repo_id)
     raise ModelLoadError(
         f"could not load hub model {repo_id!r} (not in the local cache and the hub is not "
         f"reachable: {errors[-1] if errors else 'offline mode'}); download it where the hub is "
@@ -217,18 +259,18 @@ def _cached_snapshot(repo_id: str) -> str | None:
         return None
 
 
-def _loaded(
-    model: torch.nn.Module, tokenizer: Any, sentence: bool, name: str, source_dir: str | None
-) -> LoadedModel:
+def _loaded(model: torch.nn.Module, tokenizer: Any, sentence: bool, name: str,
+            source_dir: str | None, base: str | None) -> LoadedModel:
     config = getattr(model, "config", None)
     return LoadedModel(
         model=_finish(model),
         tokenizer=tokenizer,
-        kind="sentence-embedding" if sentence else "transformers",
+        kind=model_kind(type(model).__name__, sentence),
         name=name,
         hf_config=config.to_dict() if config is not None else None,
         hf_class=type(model).__name__,
         source_dir=source_dir,
+        base=base,
     )
 
 
@@ -270,10 +312,13 @@ def load_model(spec: str | os.PathLike[str] = MINILM_NAME) -> LoadedModel:
     return _load_hub(spec)
 
 
-def model_from_config(hf_class: str, hf_config: dict) -> torch.nn.Module:
+def model_from_config(hf_class: str, hf_config: dict, *, skeleton: bool = False
+                      ) -> torch.nn.Module:
     """Rebuild a transformers model from its class name and config dict, offline.
 
     The weights are freshly initialised: the caller loads a state dict into the result.
+    ``skeleton=True`` leaves the model where it was built (device, dtype): weightshare's
+    loader builds it on the meta device and assigns the file's tensors.
 
     >>> model = model_from_config("BertModel", {"model_type": "bert", "hidden_size": 32,
     ...     "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64})
@@ -300,9 +345,11 @@ def model_from_config(hf_class: str, hf_config: dict) -> torch.nn.Module:
         try:
             config = AutoConfig.for_model(hf_config["model_type"], **kwargs)
             model = cls(config)
+        except WeightShareError:  # the loader's own checks while building: as they are
+            raise
         except Exception as exc:  # unknown model_type (ValueError), bad field values, ...
             raise ModelLoadError(
                 f"cannot build {hf_class} from its config: {_first_line(exc)}; "
                 "check the config or upgrade transformers"
             ) from exc
-    return _finish(model)
+    return model.eval() if skeleton else _finish(model)

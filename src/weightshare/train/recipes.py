@@ -18,7 +18,8 @@ these; a study can call them too.
 
 Every row reports the test error on the MNIST test set (never trained on), the file's
 bytes on disk and the ratio to the fp32 dense file of the full network, measured from
-the files. Codes and gaps are stored at fixed width (no entropy coding).
+the files. Codes and gaps are stored at fixed width, or entropy-coded with
+``entropy=True`` (``--entropy``; the fixed-width size is then reported as well).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ..analysis.report import inspect as inspect_report
 from ..data.mnist import MNIST, load_mnist, random_shift
 from ..errors import ConfigError
 from ..io import load, save
+from ..io.entropy import constriction
 from ..io.write import check_output_path
 from ..methods.codebook import ClusterConfig, cluster_
 from ..methods.hash import hash_
@@ -52,9 +54,11 @@ FROM_DENSE = ("prune-cluster", "soft")  # rows that start from a trained dense n
 # the settings each network trains best with (None in a TrainConfig field means these)
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "lenet300": {"epochs": 20, "sparsity": 0.95, "prune_epochs": 40, "soft_epochs": 30,
-                 "zero_std": 0.03},
-    "lenet5": {"epochs": 15, "sparsity": 0.96, "prune_epochs": 20, "soft_epochs": 15,
-               "zero_std": 0.03},
+                 "finetune_epochs": 3, "zero_std": 0.03},
+    # a LeNet-5 step costs ~8x a LeNet-300-100 step on one core: fewer epochs keep every
+    # row within 15 minutes of one shared core
+    "lenet5": {"epochs": 10, "sparsity": 0.96, "prune_epochs": 10, "soft_epochs": 8,
+               "finetune_epochs": 2, "zero_std": 0.03},
 }
 
 
@@ -70,7 +74,7 @@ class TrainConfig:
 
     Example:
         >>> TrainConfig(model="lenet5", sharing="hash").resolved().epochs
-        15
+        10
     """
 
     model: str = field(default="lenet300", metadata=_help("lenet300 or lenet5"))
@@ -92,8 +96,9 @@ class TrainConfig:
         "prune-cluster: epochs of training while pruning [default: per model]"))
     bits: int = field(default=5, metadata=_help(
         "prune-cluster: bits per code, 2**bits values including the pinned zero"))
-    finetune_epochs: float = field(default=3, metadata=_help(
-        "prune-cluster and soft: epochs of fine-tuning the shared values (mask kept)"))
+    finetune_epochs: float | None = field(default=None, metadata=_help(
+        "prune-cluster and soft: epochs of fine-tuning the shared values (mask kept) "
+        "[default: per model]"))
     components: int = field(default=17, metadata=_help(
         "soft: mixture components, the zero component included"))
     prior_weight: float = field(default=1e-6, metadata=_help(
@@ -109,6 +114,9 @@ class TrainConfig:
         "soft: the biases share the codebook too (else they stay fp32)"))
     soft_epochs: float | None = field(default=None, metadata=_help(
         "soft: epochs of training with the prior [default: per model]"))
+    entropy: bool = field(default=False, metadata=_help(
+        "entropy-code the stored codes and gaps (Deep Compression's Huffman stage; needs "
+        "the constriction package); the fixed-width size is reported too"))
     validation: int = field(default=0, metadata=_help(
         "hold out this many training images and report their error too (to choose "
         "settings without the test set); 0: train on all 60,000"))
@@ -125,14 +133,16 @@ class TrainConfig:
             raise ConfigError(f"bits must be 1..8, got {self.bits!r}")
         if self.sparsity is not None and not 0 <= self.sparsity < 1:
             raise ConfigError(f"sparsity must be a fraction 0 <= s < 1, got {self.sparsity!r}")
+        if self.finetune_epochs is not None and self.finetune_epochs < 0:
+            raise ConfigError(f"finetune_epochs must be >= 0, got {self.finetune_epochs!r}")
         for name in ("epochs", "prune_epochs", "soft_epochs", "zero_std"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{name} must be > 0, got {value!r}")
         if not (self.prior_weight > 0 and self.prior_weight_end > 0):
             raise ConfigError("prior_weight and prior_weight_end must be > 0")
-        if self.finetune_epochs < 0 or self.validation < 0 or self.batch_size < 1:
-            raise ConfigError("finetune_epochs and validation must be >= 0, batch_size >= 1")
+        if self.validation < 0 or self.batch_size < 1:
+            raise ConfigError("validation must be >= 0, batch_size >= 1")
 
     def resolved(self) -> TrainConfig:
         """This config with every None replaced by the network's default."""
@@ -151,6 +161,8 @@ def run(config: TrainConfig, data: str | os.PathLike | MNIST, output: str | os.P
     """
     config = config.resolved()
     out = check_output_path(output)
+    if config.entropy:
+        constriction()  # before any training: the coder must be there to save
     mnist = data if isinstance(data, MNIST) else load_mnist(data)
     if config.validation:
         train_set, held = mnist.holdout(config.validation)
@@ -195,8 +207,13 @@ def run(config: TrainConfig, data: str | os.PathLike | MNIST, output: str | os.P
     if held is not None:
         result["validation_error"] = evaluate(model, held)["error"]
     # the widths only (a few dozen bytes): enough to rebuild the skeleton (load_row)
-    save(model, out, extra={"lenet": widths(model)})
+    extra = {"lenet": widths(model)}
+    save(model, out, extra=extra, entropy=config.entropy)
     seconds["total"] = time.perf_counter() - start
+    if config.entropy:  # what the same model takes at fixed width, also from a file
+        with tempfile.TemporaryDirectory() as tmp:
+            result["fixed_width_bytes"] = save(model, Path(tmp) / "fixed.safetensors",
+                                               extra=extra).stat().st_size
     report = inspect_report(out)
     dense_bytes = dense_file_bytes(reference)
     file_bytes = out.stat().st_size

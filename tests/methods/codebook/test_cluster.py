@@ -142,7 +142,7 @@ def test_bad_selections(tiny_mlp):
         ws.cluster_(tiny_mlp, ws.ClusterConfig(include=("attention",), min_size=0))
     with pytest.raises(ShapeError, match="does not divide"):
         ws.cluster_(tiny_mlp, ws.ClusterConfig(granularity="per_group", group_size=7,
-                                               min_size=0))
+                                               min_size=0, strict=True))
     with pytest.raises(SelectionError, match="no Linear"):
         ws.cluster_(nn.Sequential(nn.ReLU()), ws.ClusterConfig())
     with pytest.raises(SelectionError, match="no weight left"):

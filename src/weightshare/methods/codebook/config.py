@@ -37,7 +37,8 @@ class ClusterConfig:
     granularity: str = field(default="per_tensor", metadata={
         "help": "one codebook per tensor, per output channel, or per group of output channels"})
     group_size: int = field(default=16, metadata={
-        "help": "output channels per codebook for per_group (must divide the channels)"})
+        "help": "output channels per codebook for per_group (a tensor it does not divide "
+                "gets the nearest divisor, see strict)"})
     method: str = field(default="exact", metadata={
         "help": "exact: optimal k-means (dynamic programming); fast: Lloyd iterations"})
     init: str = field(default="linear", metadata={
@@ -50,6 +51,13 @@ class ClusterConfig:
     min_size: int = field(default=1024, metadata={
         "help": "weights with fewer values than this stay dense"})
     seed: int = field(default=0, metadata={"help": "seed of random initialisations"})
+    codebook_dtype: str | None = field(default=None, metadata={
+        "help": "dtype of the stored codebooks: the weight's own (default) or float32 (exact "
+                "centroids and fp32 fine-tuning for fp16/bf16 models; the layer still "
+                "computes in its dtype)"})
+    strict: bool = field(default=False, metadata={
+        "help": "per_group: refuse a tensor the group size does not divide, instead of "
+                "using the nearest divisor of its rows (reported)"})
     zero: bool = field(default=False, metadata={
         "help": "pin one of the 2**bits values at exactly zero (zero-sharing: pruned weights "
                 "stay zero, sparse weights store only their nonzeros)"})
@@ -67,6 +75,9 @@ class ClusterConfig:
             raise ConfigError(f"group_size must be a positive integer, got {self.group_size!r}")
         if not isinstance(self.min_size, int) or self.min_size < 0:
             raise ConfigError(f"min_size must be a non-negative integer, got {self.min_size!r}")
+        if self.codebook_dtype not in (None, "float32"):
+            raise ConfigError(f"codebook_dtype must be None (the weight's dtype) or 'float32', "
+                              f"got {self.codebook_dtype!r}")
         for key in ("include", "exclude"):
             value = getattr(self, key)
             if isinstance(value, str):

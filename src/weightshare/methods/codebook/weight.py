@@ -54,8 +54,12 @@ class CodebookWeight(SharedWeight):
     codes: torch.Tensor  # (shape of the weight) integer codes, a buffer
 
     def __init__(self, codes: torch.Tensor, bits: int, granularity: str = "per_tensor",
-                 group_size: int = 1, axis: int = 0) -> None:
+                 group_size: int = 1, axis: int = 0, dense_dtype: torch.dtype | None = None
+                 ) -> None:
         super().__init__()
+        # the dtype the layer computes in, when the codebook is stored wider (float32
+        # codebooks of a bf16 model); None: the codebook's own dtype
+        self.dense_dtype = dense_dtype
         if codes.dtype.is_floating_point or codes.dtype == torch.bool:
             raise TypeError(f"codes must be integers, got {codes.dtype}")
         self.bits = int(bits)
@@ -88,8 +92,10 @@ class CodebookWeight(SharedWeight):
     def forward(self, codebook: torch.Tensor) -> torch.Tensor:
         # codebook: (groups, levels) -> dense weight, shape of codes
         if self.num_groups == 1:
-            return codebook[0][self.codes.long()]
-        return self._unrow(codebook.reshape(-1)[self._flat_index()])
+            dense = codebook[0][self.codes.long()]
+        else:
+            dense = self._unrow(codebook.reshape(-1)[self._flat_index()])
+        return dense if self.dense_dtype is None else dense.to(self.dense_dtype)
 
     @torch.no_grad()
     def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
@@ -106,21 +112,29 @@ class CodebookWeight(SharedWeight):
         sums = torch.zeros(size, dtype=torch.float64, device=w.device).index_add_(0, flat, wd)
         counts = torch.bincount(flat, minlength=size).double()
         means = torch.where(counts > 0, sums / counts.clamp(min=1), torch.zeros_like(sums))
-        return means.to(weight.dtype).reshape(self.num_groups, self.levels)
+        dtype = weight.dtype if self.dense_dtype is None else torch.float32
+        return means.to(dtype).reshape(self.num_groups, self.levels)
 
     # -- the shared-weight protocol ----------------------------------------------------
 
     def scheme(self, original: torch.Tensor) -> dict[str, Any]:
         """The JSON description of this weight (docs/format.md, section 3)."""
-        return {"kind": self.kind, "bits": self.bits, "granularity": self.granularity,
-                "group_size": self.group_size, "axis": self.axis,
-                "shape": list(self.codes.shape), "dtype": dtype_name(original.dtype)}
+        scheme = {"kind": self.kind, "bits": self.bits, "granularity": self.granularity,
+                  "group_size": self.group_size, "axis": self.axis,
+                  "shape": list(self.codes.shape), "dtype": dtype_name(original.dtype)}
+        if self.dense_dtype is not None and self.dense_dtype != original.dtype:
+            scheme["dense_dtype"] = dtype_name(self.dense_dtype)  # optional: wider codebooks
+        return scheme
 
     @classmethod
     def check_scheme(cls, s: dict[str, Any]) -> None:
         keys = {"kind", "bits", "granularity", "group_size", "axis", "shape", "dtype"}
-        if set(s) != keys:
-            raise FormatError(f"has keys {sorted(s)[:10]}, expected {sorted(keys)}")
+        if set(s) - {"dense_dtype"} != keys:
+            raise FormatError(f"has keys {sorted(s)[:10]}, expected {sorted(keys)} (and "
+                              "optionally dense_dtype)")
+        if "dense_dtype" in s and s["dense_dtype"] not in FLOAT_DTYPES:
+            raise FormatError(f"dense_dtype {str(s['dense_dtype'])[:40]!r} is not one of "
+                              f"{list(FLOAT_DTYPES)}")
         bits, shape, axis, gs = s["bits"], s["shape"], s["axis"], s["group_size"]
         if not _is_int(bits) or not 1 <= bits <= MAX_CODE_BITS:
             raise FormatError(f"bits is {str(bits)[:40]}, must be an integer 1..{MAX_CODE_BITS}")
@@ -148,9 +162,14 @@ class CodebookWeight(SharedWeight):
         return {"codes": self.codes}
 
     @classmethod
+    def dense_dtype_name(cls, s: dict[str, Any]) -> str:
+        return s.get("dense_dtype", s["dtype"])
+
+    @classmethod
     def from_scheme(cls, s: dict[str, Any], parts: dict[str, torch.Tensor]) -> CodebookWeight:
         codes = parts["codes"].reshape(tuple(s["shape"]))
-        return cls(codes, s["bits"], s["granularity"], s["group_size"], s["axis"])
+        dense = getattr(torch, s["dense_dtype"]) if "dense_dtype" in s else None
+        return cls(codes, s["bits"], s["granularity"], s["group_size"], s["axis"], dense)
 
     def describe(self, original: torch.Tensor) -> str:
         return f"{self.granularity}, {self.num_groups} codebook(s)"

@@ -74,8 +74,8 @@ def soft_to_codebook_(model: nn.Module, prior: SoftSharingPrior, merge: float = 
     survivors = sorted({int(c) for c in merged.unique()} - {0})
     if not survivors:
         raise DataError("every component of the prior collapsed into zero: all weights would be "
-                        "0; lower the prior's weight or zero_mixing, or train longer before "
-                        "snapping")
+                        "0; narrow the zero component (zero_std, --zero-std), lower the prior's "
+                        "weight or zero_mixing, or train longer before snapping")
     values = torch.stack([flat[merged == c].double().mean() for c in survivors])
     order_by_value = values.argsort()
     values = values[order_by_value]

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...core.guard import before_sharing
 from ...core.names import dense_shape, get_param, has_param, resolve, set_param, shared_at
 from ...core.protocol import attach, share
 from ...core.ties import TIE_MAP_ATTR, discover_ties, record_ties, set_tie_map
@@ -43,6 +44,7 @@ def tie_(model: nn.Module, config: TieConfig | dict[str, Any], **_options: Any) 
     if isinstance(config, dict):
         config = TieConfig.from_dict(config)
     sets = build_tie_sets(model, config)
+    before_sharing(model)
     for ts in sets:
         _apply_set(model, ts)
     if any(ts.label == "embeddings" for ts in sets):

@@ -88,7 +88,9 @@ def kmeans1d(
         centroids = data.means(bounds)
     else:
         centroids, bounds = lloyd(data, init_centroids(data, m, init, seed), max_iter)
-    codes = _encode(x, data.xs, bounds, data.x_lo, data.x_hi)
+    starts, x_lo, x_hi = _starts(data, bounds), data.x_lo, data.x_hi
+    del data  # sorted copy and prefix sums: freed before the codes are allocated
+    codes = _encode(x, starts, x_lo, x_hi)
     return (torch.from_numpy(centroids.astype(out_dtype)),
             torch.from_numpy(codes).reshape(tuple(values.shape)))
 
@@ -167,18 +169,23 @@ def _flat_weights(weights: torch.Tensor | np.ndarray, shape: tuple, n: int) -> n
 # ---------------------------------------------------------------- codes
 
 
-def _encode(x: np.ndarray, xs: np.ndarray, bounds: np.ndarray, x_lo: np.floating,
+def _starts(data: SortedValues, bounds: np.ndarray) -> np.ndarray:
+    """The value each cluster but the first starts at (inf for an empty last cluster)."""
+    n, inner = data.xs.size, bounds[1:-1]
+    return np.where(inner < n, data.xs[np.minimum(inner, n - 1)], np.inf)
+
+
+def _encode(x: np.ndarray, starts: np.ndarray, x_lo: np.floating,
             x_hi: np.floating) -> np.ndarray:
-    """codes[i] = number of cluster starts <= x[i]; cluster j starts at value xs[bounds[j]].
+    """codes[i] = number of cluster starts <= x[i] (``starts``: see ``_starts``).
 
     A searchsorted over the n values costs ~30 ns each; instead a lookup table over
     equal-width bins answers every value whose bin holds no cluster start (the bin index
     is monotone in x, so comparing bins is exact there) and searchsorted fixes the rest.
     """
-    n, inner = xs.size, bounds[1:-1]
-    if inner.size == 0:
+    if starts.size == 0:
         return np.zeros(x.size, dtype=np.int64)
-    starts = np.where(inner < n, xs[np.minimum(inner, n - 1)], np.inf).astype(x.dtype)
+    starts = starts.astype(x.dtype)
     dt = x.dtype.type  # x's range, not xs's: zero-weight values may lie outside xs's
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         scale = dt(_LUT_BINS) / (x_hi - x_lo)
@@ -189,7 +196,10 @@ def _encode(x: np.ndarray, xs: np.ndarray, bounds: np.ndarray, x_lo: np.floating
     lut[start_bin] = -1  # bins holding a cluster start: resolved below
     t = x - x_lo
     t *= scale
-    codes = lut[t.astype(np.int32)]  # bin <= _LUT_BINS + 1 even after rounding
+    bins = t.astype(np.int32)  # bin <= _LUT_BINS + 1 even after rounding
+    del t
+    codes = lut[bins]
+    del bins
     fix = np.flatnonzero(codes < 0)
     codes[fix] = np.searchsorted(starts, x[fix], side="right")
     return codes

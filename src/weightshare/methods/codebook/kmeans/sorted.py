@@ -6,6 +6,8 @@ import numpy as np
 
 from ....errors import DataError
 
+_CHUNK = 1 << 20  # values per chunk of the prefix sums
+
 
 class SortedValues:
     """Sorted values and prefix sums: any cluster's weight, sum and mean in O(1).
@@ -39,14 +41,20 @@ class SortedValues:
         xs = self.xs
         self.n, self.lo, self.hi = xs.size, float(xs[0]), float(xs[-1])
         self.shift = xs[xs.size // 2]
-        centred = np.subtract(xs, self.shift, dtype=np.float64)
-        if self.unit != 1.0:
-            centred /= self.unit
-        if w is not None:
-            centred *= ws
         self.cs = np.empty(self.n + 1)  # cs[p] = sum of (xs[:p] - shift) * weight
         self.cs[0] = 0.0
-        np.cumsum(centred, out=self.cs[1:])
+        # in chunks: a float64 copy of all n values would double the peak memory of a
+        # large tensor (BERT's 23 M-value embedding: +188 MB); carrying the running total
+        # into each chunk's first term keeps the summation order of one cumsum
+        for start in range(0, self.n, _CHUNK):
+            end = min(start + _CHUNK, self.n)
+            centred = np.subtract(xs[start:end], self.shift, dtype=np.float64)
+            if self.unit != 1.0:
+                centred /= self.unit
+            if w is not None:
+                centred *= ws[start:end]
+            centred[0] += self.cs[start]
+            np.cumsum(centred, out=self.cs[start + 1:end + 1])
         self.n_distinct = int(np.count_nonzero(xs[1:] != xs[:-1])) + 1
 
     def snap(self, p: np.ndarray) -> np.ndarray:
