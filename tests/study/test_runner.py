@@ -52,6 +52,7 @@ def test_files_and_keys(toys, tmp_path):
     doc = ws.study.run("toy", out=tmp_path, progress=False)
     assert set(doc) == set(KEYS)
     assert doc["verdict"] == {"toy": "supported"} and doc["figures"]["nan"] is None
+    assert doc["seconds"] > 0 and doc["environment"]["cpu_seconds"] >= 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.json", "toy.md", "toy.png"]
     assert json.loads((tmp_path / "toy.json").read_text()) == doc
     assert (tmp_path / "toy.png").read_bytes()[:4] == b"\x89PNG"
