@@ -77,7 +77,7 @@ def language(ctx: Context) -> Pair:
                                                                                    size)},
                 {"shared": shared, "unshared": unshared},
                 corpus.train(size.context), corpus.held_out(size.context, ctx.pick(64, 256)),
-                batch=ctx.pick(8, 16), lr=2e-3, target=Target("loss", ctx.pick(4.0, 2.55)),
+                batch=ctx.pick(8, 16), lr=2e-3, target=Target("loss", ctx.pick(4.0, 2.5)),
                 metric_name="validation loss (held-out plays)")
 
 

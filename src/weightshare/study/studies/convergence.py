@@ -25,7 +25,7 @@ def _at_step(run: dict, step: int) -> float:
 
 def run(ctx: Context) -> Result:
     all_pairs = pairs(ctx)
-    steps = {"vision": ctx.pick(10, 400), "language": ctx.pick(10, 400)}  # 15 min, 1 thread
+    steps = {"vision": ctx.pick(10, 500), "language": ctx.pick(10, 500)}  # 15 min, 1 thread
     every = {"vision": ctx.pick(5, 50), "language": ctx.pick(5, 50)}
     ctx.progress.start(sum(steps[p.key] for p in all_pairs) * 2 * len(ctx.seeds))
     figures: dict[str, dict] = {}

@@ -21,7 +21,7 @@ QUICK_VARIANTS = ("untied", "cycle3", "all", "relaxed-r2", "shallow1", "shallow3
 
 def run(ctx: Context) -> Result:
     size = ctx.pick(lm.QUICK, lm.FULL)
-    steps = ctx.pick(30, 400)  # 21 runs in 15 minutes on one thread of a shared machine
+    steps = ctx.pick(30, 600)  # 21 runs in 15 minutes on one thread of a shared machine
     batch = ctx.pick(8, 16)
     lr = 2e-3
     corpus = lm.corpus(ctx.shakespeare_path())

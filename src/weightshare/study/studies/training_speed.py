@@ -22,7 +22,7 @@ MIB = 2**20
 def run(ctx: Context) -> Result:
     all_pairs = pairs(ctx)
     # caps and targets sized for 15 minutes on one thread of a shared 2-core machine
-    cap = {"vision": ctx.pick(10, 500), "language": ctx.pick(10, 400)}
+    cap = {"vision": ctx.pick(10, 600), "language": ctx.pick(10, 500)}
     every = {"vision": ctx.pick(5, 50), "language": ctx.pick(5, 50)}
     probe_steps = ctx.pick(2, 5)
     ctx.progress.start(sum(cap[p.key] for p in all_pairs) * 2 * len(ctx.seeds))
