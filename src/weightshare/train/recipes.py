@@ -53,12 +53,12 @@ FROM_DENSE = ("prune-cluster", "soft")  # rows that start from a trained dense n
 
 # the settings each network trains best with (None in a TrainConfig field means these)
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "lenet300": {"epochs": 20, "sparsity": 0.95, "prune_epochs": 40, "soft_epochs": 30,
-                 "finetune_epochs": 3, "zero_std": 0.03},
+    "lenet300": {"epochs": 20, "sparsity": 0.95, "prune_epochs": 40, "soft_epochs": 15,
+                 "finetune_epochs": 3, "zero_std": 0.03, "prior_weight_end": 1e-4},
     # a LeNet-5 step costs ~8x a LeNet-300-100 step on one core: fewer epochs keep every
     # row within 15 minutes of one shared core
     "lenet5": {"epochs": 10, "sparsity": 0.96, "prune_epochs": 10, "soft_epochs": 8,
-               "finetune_epochs": 2, "zero_std": 0.03},
+               "finetune_epochs": 2, "zero_std": 0.03, "prior_weight_end": 1e-4},
 }
 
 
@@ -103,8 +103,9 @@ class TrainConfig:
         "soft: mixture components, the zero component included"))
     prior_weight: float = field(default=1e-6, metadata=_help(
         "soft: weight of -log prior in the loss at the start (tau / training-set size)"))
-    prior_weight_end: float = field(default=1e-3, metadata=_help(
-        "soft: the weight at the end, raised geometrically over the run (AnnealPrior)"))
+    prior_weight_end: float | None = field(default=None, metadata=_help(
+        "soft: the weight at the end, raised geometrically over the run (AnnealPrior) "
+        "[default: per model]"))
     zero_mixing: float = field(default=0.999, metadata=_help(
         "soft: fixed mixing proportion of the zero component"))
     zero_std: float | None = field(default=None, metadata=_help(
@@ -139,7 +140,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{name} must be > 0, got {value!r}")
-        if not (self.prior_weight > 0 and self.prior_weight_end > 0):
+        end = self.prior_weight_end
+        if not (self.prior_weight > 0 and (end is None or end > 0)):
             raise ConfigError("prior_weight and prior_weight_end must be > 0")
         if self.validation < 0 or self.batch_size < 1:
             raise ConfigError("validation must be >= 0, batch_size >= 1")
@@ -243,7 +245,7 @@ def _soft(model: nn.Module, config: TrainConfig, train: Any, result: dict[str, A
     prior = SoftSharingPrior(model, config.components, weight=config.prior_weight,
                              zero_mixing=config.zero_mixing, zero_std=config.zero_std,
                              biases=config.soft_biases)
-    anneal = AnnealPrior(prior, config.prior_weight, config.prior_weight_end)
+    anneal = AnnealPrior(prior, config.prior_weight, config.prior_weight_end)  # type: ignore[arg-type]
     # a constant learning rate: the prior is strongest at the end, where a decayed rate
     # would leave the weights where they are
     train(model, config.soft_epochs, config.lr / 2, config.seed + 1, regularizers=[prior],
