@@ -173,7 +173,7 @@ def peak_rss_growth(fn) -> tuple[float, float]:
 @pytest.mark.parametrize("field,value", [
     ("num_hidden_layers", 10**6), ("num_hidden_layers", 2**40), ("vocab_size", 10**9),
     ("hidden_size", 2**20), ("max_position_embeddings", 10**8), ("intermediate_size", -3),
-    ("num_attention_heads", 0)])
+    ("num_attention_heads", 0), ("num_attention_heads", -1)])
 def test_forged_transformers_config_refused_fast_in_bounded_memory(tmp_path, field, value):
     pytest.importorskip("transformers")
     from tests.zoo import tiny_bert

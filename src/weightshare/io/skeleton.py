@@ -155,6 +155,10 @@ def check_types(config: dict, where: str) -> None:
             raise FormatError(f"{where}: model config {quote(key)} is {str(value)[:40]!r}, of "
                               f"another type than its default ({type(default).__name__}); the "
                               "file is corrupt")
+        if isinstance(default, int) and not isinstance(default, bool) and default >= 0 \
+                and isinstance(value, int) and value < 0:  # a count or a size: never negative
+            raise FormatError(f"{where}: model config {quote(key)} is {value}, negative where "
+                              f"its default is {default}; the file is corrupt")
 
 
 def build_skeleton(meta: dict, infos: dict[str, TensorInfo], layout: Layout, path: str,
