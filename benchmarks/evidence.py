@@ -47,13 +47,17 @@ def summary(docs: dict[str, dict], order: list[str] | None = None) -> str:
         for claim in doc["claims"]:
             lines.append(f"| [{name}](#{name}) | {claim['claim']} | "
                          f"**{claim['verdict']['word']}** | {len(doc['seeds'])} | "
-                         f"{doc['seconds'] / 60:.1f} | {_cpu_minutes(doc)} |")
+                         f"{_minutes(doc['seconds'])} | {_cpu_minutes(doc)} |")
     return "\n".join(lines)
 
 
 def _cpu_minutes(doc: dict) -> str:
     cpu = doc["environment"].get("cpu_seconds")
-    return "n/a" if cpu is None else f"{cpu / 60:.1f}"
+    return "n/a" if cpu is None else _minutes(cpu)
+
+
+def _minutes(seconds: float) -> str:
+    return "< 0.1" if seconds < 3 else f"{seconds / 60:.1f}"
 
 
 def _number(x: float | None) -> str:
