@@ -37,8 +37,12 @@ def run(ctx: Context) -> Result:
                 runs[side].append(pair.train_side(ctx, side, seed, steps[pair.key],
                                                   every[pair.key]).to_dict())
         quarter = max(every[pair.key], steps[pair.key] // 4)
-        # equal wall time: the training seconds the faster model needed for all its steps
-        budget = min(summarize([r["train_seconds"] for r in runs[s]]).mean for s in SIDES)
+        # equal wall time: every run's curve is read where all runs have one, from the
+        # latest first evaluation to the earliest last one (the shortest run's seconds); a
+        # side's mean time would fall past the end of its faster seeds' curves
+        every_run = runs["shared"] + runs["unshared"]
+        first = max(r["evals"][0]["seconds"] for r in every_run)
+        budget = min(r["evals"][-1]["seconds"] for r in every_run)
 
         def loss_at_seconds(side: str, t: float, runs: dict = runs) -> list[float]:
             out = []
@@ -54,8 +58,7 @@ def run(ctx: Context) -> Result:
                 "held-out loss", [_at_step(r, step) for r in runs["shared"]],
                 [_at_step(r, step) for r in runs["unshared"]], better="lower",
                 a=names["shared"], b=names["unshared"], condition=f"{pair.key}, step {step}"))
-        for frac in (0.25, 1.0):
-            t = frac * budget
+        for t in (min(budget, max(first, 0.25 * budget)), budget):
             per_second.append(compare(
                 "held-out loss", loss_at_seconds("shared", t), loss_at_seconds("unshared", t),
                 better="lower", a=names["shared"], b=names["unshared"],
@@ -71,7 +74,7 @@ def run(ctx: Context) -> Result:
                              "runs": runs}
     table = Table("Held-out loss at equal steps and at equal training time (mean ± std)",
                   ["pair", "model", "at 1/4 of the steps", "at the last step",
-                   "at the faster model's total seconds", "train seconds"], rows)
+                   "at equal seconds (the shortest run's)", "train seconds"], rows)
     plot = "convergence.png"
     with ctx.figure(plot, ncols=4, width=4.2) as axes:
         for k, pair in enumerate(all_pairs):
@@ -91,8 +94,9 @@ def run(ctx: Context) -> Result:
              "windows of the validation plays) evaluated every "
              f"{every['vision']} / {every['language']} steps; training seconds exclude those "
              "evaluations.",
-             "Equal-time comparisons read each run's curve (linearly interpolated) at a "
-             "quarter of and at the whole of the faster model's training time."]
+             "Equal-time comparisons read each run's curve (linearly interpolated) at the "
+             "training seconds of the shortest run (where every curve still has a value) "
+             "and at a quarter of them (or at the latest first evaluation, if later)."]
     return Result(figures=figures,
                   claims=[Claim("per-step", "Sharing helps convergence: a lower held-out loss "
                                 "after the same number of steps.", per_step),
