@@ -10,8 +10,9 @@ import weightshare as ws
 def test_public_names():
     assert set(ws.__all__) == {
         "ClusterConfig", "Report", "TieConfig", "WeightShareError", "__version__", "cluster_",
-        "distill_", "find_ties", "inspect", "kmeans1d", "load", "materialize_", "merge_", "retie_",
-        "save", "share_", "study", "tie_", "to_runtime_", "untie_", "verify_ties",
+        "distill_", "finetune_codebooks_", "find_ties", "inspect", "kmeans1d", "load",
+        "materialize_", "merge_", "retie_", "save", "share_", "study", "tie_", "to_runtime_",
+        "untie_", "verify_ties",
         # training with sharing (issue 11)
         "HashConfig", "PruneConfig", "SoftSharingPrior", "evaluate", "fit", "hash_", "nn",
         "prune_", "reshare", "soft_to_codebook_", "unshare"}
@@ -35,6 +36,7 @@ SIGNATURES = {
     "prune_": ["model", "sparsity"],
     "soft_to_codebook_": ["model", "prior"],
     "unshare": ["model", "example_input"],
+    "finetune_codebooks_": ["model", "teacher", "data"],
 }
 
 

@@ -13,7 +13,7 @@ from .core.share import share_
 from .core.ties import find_ties, verify_ties
 from .errors import WeightShareError
 from .io import load, save
-from .methods.codebook import ClusterConfig, cluster_
+from .methods.codebook import ClusterConfig, cluster_, finetune_codebooks_
 from .methods.codebook.kmeans import kmeans1d
 from .methods.hash import HashConfig, hash_
 from .methods.prune import PruneConfig, prune_
@@ -37,6 +37,7 @@ __all__ = [
     "cluster_",
     "distill_",
     "evaluate",
+    "finetune_codebooks_",
     "find_ties",
     "fit",
     "hash_",

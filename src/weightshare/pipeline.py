@@ -25,17 +25,20 @@ from .data.split import TextSplit, split_texts, spread
 from .errors import ConfigError, ModelLoadError
 from .io import save
 from .methods.codebook import ClusterConfig, cluster_
+from .methods.codebook.finetune import finetune_summary
 from .methods.tie import TieConfig, tie_
 from .methods.tie.blocks import select_stack
 from .models import LoadedModel
 from .models.source import ModelSource, check_same_model, open_model, resolve
 from .models.tokenizer import tokenizer_files
 from .preflight import (
+    check_calibration,
     check_cluster,
     check_cluster_config,
     check_fraction,
     check_output,
     check_path,
+    check_quality_flags,
     check_tie,
     cluster_plan,
     need_tokenizer,
@@ -44,6 +47,8 @@ from .train.distill import distill_
 
 MINILM = "minilm"
 CALIBRATION_SAMPLES = 32
+ESTIMATING_SAMPLES = 128  # for options that estimate more than a mean square per input
+CODEBOOK_KINDS = ("codebook", "vector_codebook")
 
 __all__ = ["calibration_batches", "compress", "evaluate", "open_model", "provenance",
            "similarity", "suggest", "tie"]
@@ -113,7 +118,9 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
              output: str | Path | None = None, *, calibrate: bool | None = None,
              measure: bool = True, progress: bool | None = None, data: str | Path | None = None,
              eval_data: str | Path | None = None, embed_tokenizer: bool = False,
-             entropy: bool = False) -> dict[str, Any]:
+             calibration_samples: int | None = None, finetune_seconds: float | None = None,
+             finetune_steps: int | None = None, finetune_lr: float = 1e-4, entropy: bool = False
+             ) -> dict[str, Any]:
     """Load a model, cluster it to codebooks, save it, measure it. Returns the summary.
 
     ``entropy``: entropy-code the codes in the file (smaller; decoded exactly on loading).
@@ -121,7 +128,8 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
     ``calibrate`` (default: when the model has a tokenizer) makes the clustering
     data-aware on calibration text: the built-in calibration sentences, or the user's
     ``data`` (a text file or a directory); fidelity is measured on held-out text that
-    calibration never sees (``data/split.py``).
+    calibration never sees (``data/split.py``): ``calibration_samples`` (32, or 128 for
+    error feedback, Fisher or a budget). ``finetune_*``: then ``finetune_codebooks_``.
 
     Example:
         >>> summary = compress("minilm", ClusterConfig(bits=4), "m.safetensors")  # doctest: +SKIP
@@ -130,6 +138,7 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
     """
     config = config or ClusterConfig()
     check_cluster_config(config)
+    finetune = check_quality_flags(calibration_samples, finetune_seconds, finetune_steps)
     out = check_output(output if output else default_output(spec, f"{config.bits}bit"))
     texts = _texts(data, eval_data)
     source = resolve(spec)
@@ -144,15 +153,19 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
         if not calibrate:
             notes["calibration"] = f"{source.spec} has no tokenizer" + (
                 f" ({source.tokenizer_note})" if source.tokenizer_note else "")
+    check_calibration(source, config, calibrate, finetune)
 
     t0 = time.perf_counter()
     lm = source.load()
     t_load = time.perf_counter() - t0
     dense = inspect(lm.model)
     fidelity = Fidelity(lm, texts) if measure else None
+    teacher = copy.deepcopy(lm.model) if finetune else None
 
     t0 = time.perf_counter()
-    calibration = calibration_batches(lm, texts) if calibrate else None
+    estimating = config.error_feedback or config.weighting == "fisher" or config.budget
+    count = calibration_samples or (ESTIMATING_SAMPLES if estimating else CALIBRATION_SAMPLES)
+    calibration = calibration_batches(lm, texts, count=count) if calibrate else None
     if changes is None:  # no skeleton: the same plan on the loaded model, before any work
         changes = cluster_plan(lm.model, config)
     with warnings.catch_warnings():  # the fallback is reported in the summary instead
@@ -160,15 +173,22 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
         cluster_(lm.model, config, calibration, progress=progress)
     t_cluster = time.perf_counter() - t0
 
+    tuned = None if teacher is None else finetune_summary(
+        lm.model, teacher, texts.calibration, fidelity.score(lm.model) if fidelity else None,
+        lr=finetune_lr, seconds=finetune_seconds, steps=finetune_steps, tokenizer=lm.tokenizer,
+        progress=progress)
+
     t0 = time.perf_counter()
     save(lm.model, out, extra=provenance(lm, embed_tokenizer), entropy=entropy)
     t_save = time.perf_counter() - t0
 
     after = inspect(lm.model)
-    clustered = [r for r in after.rows if r.scheme == "codebook"]
+    clustered = [r for r in after.rows if r.scheme in CODEBOOK_KINDS]
     code_values = sum(math.prod(r.shape) for r in clustered)
     code_bytes = sum(r.stored_bytes for r in clustered)
     file_bytes = out.stat().st_size
+    seconds = {"load": t_load, "cluster": t_cluster, "save": t_save,
+               **({"finetune": tuned["seconds"]} if tuned else {})}
     return {
         "model": spec,
         "output": str(out),
@@ -188,7 +208,8 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
         "codes": {"count": after.codes.codes, "fixed_bytes": after.codes.fixed_bytes,
                   "coded_bytes": after.codes.coded_bytes,
                   "entropy_bytes": after.codes.entropy_bytes},
-        "seconds": {"load": t_load, "cluster": t_cluster, "save": t_save},
+        "seconds": seconds,
+        **({"finetune": tuned} if tuned is not None else {}),
         "fidelity": fidelity.score(lm.model) if fidelity else None,
     }
 

@@ -23,7 +23,9 @@ from torch import nn
 from .core.select import compile_patterns, select_targets
 from .errors import ConfigError, DataError, ModelLoadError
 from .methods.codebook import ClusterConfig
+from .methods.codebook.finetune import check_budget
 from .methods.codebook.groups import GroupChange, group_sizes
+from .methods.codebook.method import check_shapes, data_needed, shared_sets
 from .methods.tie import TieConfig
 from .methods.tie.tiesets import build_tie_sets
 from .models.source import ModelSource
@@ -47,13 +49,17 @@ def check_cluster_config(config: ClusterConfig) -> None:
     """The patterns of a ClusterConfig compile (no model needed)."""
     compile_patterns(config.include, "include")
     compile_patterns(config.exclude, "exclude")
+    compile_patterns(config.shared_codebooks, "shared_codebooks")
 
 
 def cluster_plan(model: nn.Module, config: ClusterConfig) -> list[GroupChange]:
-    """The targets ``config`` selects in ``model`` (a skeleton is enough) exist; returns the
-    per-group fallback changes (ShapeError with ``config.strict``)."""
+    """The targets ``config`` selects in ``model`` (a skeleton is enough) exist, their rows
+    split into vectors and their shared-codebook sets can share; returns the per-group
+    fallback changes (ShapeError with ``config.strict``)."""
     targets = select_targets(model, config.include, config.exclude, config.min_size,
                              what="cluster")
+    check_shapes(targets, config)
+    shared_sets(targets, config)
     return group_sizes(targets, config)[1]
 
 
@@ -61,6 +67,33 @@ def check_cluster(source: ModelSource, config: ClusterConfig) -> list[GroupChang
     """``cluster_plan`` on the meta skeleton of ``source``; None when it has none."""
     skeleton = source.skeleton()
     return None if skeleton is None else cluster_plan(skeleton, config)
+
+
+def check_quality_flags(calibration_samples: int | None, finetune_seconds: float | None,
+                        finetune_steps: int | None) -> bool:
+    """ConfigError for a calibration count below one or a fine-tuning budget of nothing;
+    returns whether fine-tuning was asked for."""
+    if calibration_samples is not None and calibration_samples < 1:
+        raise ConfigError(f"calibration_samples must be >= 1, got {calibration_samples}")
+    if finetune_seconds is None and finetune_steps is None:
+        return False
+    check_budget(finetune_seconds, finetune_steps)
+    return True
+
+
+def check_calibration(source: ModelSource, config: ClusterConfig, calibrate: bool,
+                      finetune: bool = False) -> None:
+    """DataError when ``config`` needs calibration data the job will not have; a
+    ModelLoadError when fine-tuning on text is asked of a model without a tokenizer."""
+    if finetune:
+        need_tokenizer(source, "fine-tuning on text", "use finetune_codebooks_ from Python")
+    what = data_needed(config)
+    if what and not calibrate:
+        why = (f"{source.spec} has no tokenizer" + (f" ({source.tokenizer_note})"
+               if source.tokenizer_note else "") if source.tokenizer() is None
+               else "--no-calibrate turned calibration off")
+        raise DataError(f"{what} needs calibration text and {why}; calibrate (a model with a "
+                        "tokenizer) or use a config without it (e.g. no --recipe)")
 
 
 def check_tie(source: ModelSource, config: TieConfig | None) -> None:

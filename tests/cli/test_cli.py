@@ -216,7 +216,7 @@ def test_cli_defaults_are_the_config_defaults():
     for field in dataclasses.fields(ws.ClusterConfig):
         if field.name in compress:
             default = compress[field.name]
-            if field.name in ("include", "exclude"):  # repeatable flags: none given
+            if field.name in ("include", "exclude", "shared_codebooks"):  # repeatable flags
                 default = () if not isinstance(default, (list, tuple)) else tuple(default)
             assert default == field.default, field.name
             checked += 1

@@ -63,3 +63,13 @@ def test_float32_codebooks_of_a_bf16_model(tmp_path):
     assert ws.save(packed, tmp_path / "again.safetensors").read_bytes() == path.read_bytes()
     with pytest.raises(ws.WeightShareError, match="codebook_dtype"):
         ws.ClusterConfig(codebook_dtype="int8")
+
+
+def test_rows_count_the_dense_dtype_of_float32_codebooks(tmp_path):
+    # a bf16 weight kept as a float32 codebook is a bf16 weight: 2 bytes each, dense
+    model = TinyLM().to(torch.bfloat16)
+    ws.cluster_(model, ws.ClusterConfig(bits=3, min_size=0, codebook_dtype="float32"))
+    path = ws.save(model, tmp_path / "m.safetensors")
+    for report in (ws.inspect(model), ws.inspect(path)):
+        row = next(r for r in report.rows if r.name == "emb.weight")
+        assert row.dtype == "bfloat16" and row.dense_bytes == 2 * model.emb.weight.numel()

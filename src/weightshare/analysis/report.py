@@ -213,7 +213,8 @@ def _shared_row(rep: Report, seen: dict, fqn: str, weight: SharedWeight,
     shape = list(cls.dense_shape(scheme))
     numel = math.prod(shape)
     rep.total_params += numel
-    dtype = dtype_name(original.dtype) if original.is_floating_point() else "float32"
+    # the dtype the weight computes in (a float32 codebook of a bf16 model: bf16)
+    dtype = cls.dense_dtype_name(scheme) if original.is_floating_point() else "float32"
     dense = numel * DTYPE_BYTES.get(dtype, 4)
     key = (id(weight), id(original))
     if key in seen:

@@ -128,6 +128,12 @@ class SharedWeight(nn.Module):
         raise NotImplementedError
 
     @classmethod
+    def handles(cls, scheme: dict[str, Any]) -> bool:
+        """Whether this form can hold a weight of ``scheme``: a runtime form may cover only
+        some schemes of its kind (the others stay in the training form). Default: all."""
+        return True
+
+    @classmethod
     def dense_shape(cls, scheme: dict[str, Any]) -> tuple[int, ...]:
         """Shape of the dense weight (default: ``scheme["shape"]``)."""
         return tuple(int(d) for d in scheme["shape"])

@@ -42,7 +42,9 @@ def share_targets(targets: Sequence[Target], build: Build, *, progress: bool | N
     """Build and attach the shared weight of every target, in place.
 
     ``build(target)`` returns ``(shared weight, original)``; the original becomes a
-    Parameter on the device of the target's current weight, trainable when it was.
+    Parameter on the device of the target's current weight, trainable when it was. An
+    original that already is a Parameter is attached as it is: targets built with the
+    same Parameter share it (a codebook shared across layers).
     """
     show = progress if progress is not None else sys.stderr.isatty()
     bar = tqdm(total=len(targets), desc=desc, unit="layer", disable=not show, file=sys.stderr)
@@ -56,8 +58,11 @@ def share_targets(targets: Sequence[Target], build: Build, *, progress: bool | N
         for target, future in zip(ordered, futures):
             weight, original = future.result()
             current = dense_weight(target.module)
-            param = nn.Parameter(original.detach().to(current.device).contiguous(),
-                                 requires_grad=current.requires_grad)
+            if isinstance(original, nn.Parameter):
+                param = original
+            else:
+                param = nn.Parameter(original.detach().to(current.device).contiguous(),
+                                     requires_grad=current.requires_grad)
             attach(target.module, "weight", weight, param)
             for _name, alias in target.aliases:
                 attach(alias, "weight", weight, param)

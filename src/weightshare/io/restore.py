@@ -109,6 +109,8 @@ def _build(model: nn.Module, reader: Reader, slots: dict[str, Slot], runtime: st
         body = scheme_body(schemes[fqn])
         original = stored_object(layout.slot(fqn, cls.original_part, ties), slots[fqn], True)
         form = runtime_class(cls.kind, runtime) if runtime != TRAIN else None
+        if form is not None and not form.handles(body):
+            form = None  # e.g. codebooks with scales or outliers: no packed form yet
         own_parts = [p for p in layout.specs[fqn] if p != cls.original_part]
         try:
             if form is not None:

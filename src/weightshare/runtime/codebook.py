@@ -18,6 +18,7 @@ from ..core.protocol import PartSpec, SharedWeight, dtype_name
 from ..errors import ConfigError
 from ..io.bitpack import pack_codes, unpack_codes
 from ..methods.codebook.config import group_size_for
+from ..methods.codebook.extras import EXTRA_KEYS
 from ..methods.codebook.weight import CodebookWeight, codes_dtype
 from .kernels import Decoder, PackedRows, backend, histogram, warm_up
 from .tensor import PackedTensor
@@ -97,6 +98,12 @@ class PackedCodebookWeight(SharedWeight):
                 "dtype": dtype_name(original.dtype),
                 **({"dense_dtype": dtype_name(self.dense_dtype)}
                    if self.dense_dtype not in (None, original.dtype) else {})}
+
+    @classmethod
+    def handles(cls, scheme: dict[str, Any]) -> bool:
+        """Plain codebooks only: per-channel scales and exact outliers (the ``extras`` of
+        the codebook kind) have no packed kernels yet, so those weights stay trainable."""
+        return not set(scheme) & EXTRA_KEYS
 
     @classmethod
     def dense_dtype_name(cls, scheme: dict[str, Any]) -> str:

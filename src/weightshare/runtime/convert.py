@@ -54,6 +54,8 @@ def to_runtime_(model: nn.Module, runtime: str = "packed") -> nn.Module:
         key = (id(weight), id(original))
         if key not in done:
             target = runtime_class(weight.kind, runtime)
+            if target is not None and not target.handles(weight.scheme(original)):
+                target = None  # a scheme the form does not cover stays as it is
             done[key] = weight if target is None or type(weight) is target \
                 else _convert(weight, original, target)
         if done[key] is not weight:

@@ -191,10 +191,10 @@ def test_seeded_inits_run_batched_and_stay_near_the_optimum(init):
 
 def test_cluster_fast_with_seeded_init_uses_the_batched_solver(monkeypatch):
     import weightshare as ws
-    from weightshare.methods.codebook import method
+    from weightshare.methods.codebook import build
 
     calls = []
-    monkeypatch.setattr(method, "kmeans1d", lambda *a, **k: calls.append(1))  # the slow loop
+    monkeypatch.setattr(build, "kmeans1d", lambda *a, **k: calls.append(1))  # the slow loop
     model = torch.nn.Sequential(torch.nn.Linear(64, 64))
     ws.cluster_(model, ws.ClusterConfig(bits=3, granularity="per_channel", method="fast",
                                         init="kmeans++"))

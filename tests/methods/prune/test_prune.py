@@ -173,3 +173,10 @@ def test_every_stored_byte_is_counted_from_the_file(tmp_path):
     data_bytes = sum(info.nbytes for info in stored.infos.values())
     assert ws.inspect(path).stored_bytes == ws.inspect(model).stored_bytes == data_bytes
     assert len(stored.infos) == 3 * 3 + 3  # codebook, gaps, codes per weight + biases
+
+
+@pytest.mark.parametrize("extra", [{"vector_dim": 2, "bits": 4}, {"scales": "per_channel"},
+                                   {"error_feedback": True}, {"outliers": 0.01}])
+def test_zero_codebooks_refuse_the_quality_options(extra):
+    with pytest.raises(ConfigError, match="zero=True makes plain scalar codebooks"):
+        ws.ClusterConfig(zero=True, **extra)

@@ -38,11 +38,24 @@ def run_calibration(model: nn.Module, calibration: Calibration,
         for batch in calibration:
             if on_batch is not None:
                 on_batch(batch)
-            run_batch(model, batch)
+            run_model(model, batch)
             count += 1
     if count == 0:
         raise DataError("calibration data is empty; pass at least one batch or calibration=None")
     return count
+
+
+def run_model(model: nn.Module, batch: Any) -> Any:
+    """``run_batch``, with a model that cannot take the batch reported as a DataError."""
+    try:
+        return run_batch(model, batch)
+    except (TypeError, RuntimeError, ValueError, IndexError, KeyError) as exc:
+        if isinstance(exc, DataError) or type(exc).__name__ == "_Stop":
+            raise
+        shown = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise DataError(f"the model cannot take the calibration inputs ({shown}); pass "
+                        "batches the model accepts (a tensor, a tuple of arguments or a dict "
+                        "of keyword arguments)") from None
 
 
 def input_importance(model: nn.Module, targets: list[Target],

@@ -10,6 +10,7 @@ Compression's gradient aggregation) with no extra code. No dense copy is kept.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +30,15 @@ from ...core.protocol import (
 )
 from ...errors import FormatError
 from .config import GRANULARITIES, group_size_for
+from .extras import (
+    EXTRA_KEYS,
+    ScalesAndOutliers,
+    check_extras,
+    check_outlier_positions,
+    extras_describe,
+    extras_from_parts,
+    extras_specs,
+)
 
 
 def codes_dtype(bits: int) -> torch.dtype:
@@ -36,7 +46,7 @@ def codes_dtype(bits: int) -> torch.dtype:
     return torch.uint8 if bits <= 8 else torch.int32
 
 
-class CodebookWeight(SharedWeight):
+class CodebookWeight(SharedWeight, ScalesAndOutliers):
     """weight[r, ...] = codebook[r // group_size, codes[r, ...]] along the channel ``axis``.
 
     Example:
@@ -54,7 +64,9 @@ class CodebookWeight(SharedWeight):
     codes: torch.Tensor  # (shape of the weight) integer codes, a buffer
 
     def __init__(self, codes: torch.Tensor, bits: int, granularity: str = "per_tensor",
-                 group_size: int = 1, axis: int = 0, dense_dtype: torch.dtype | None = None
+                 group_size: int = 1, axis: int = 0, dense_dtype: torch.dtype | None = None,
+                 *, scales: torch.Tensor | None = None,
+                 outliers: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
                  ) -> None:
         super().__init__()
         # the dtype the layer computes in, when the codebook is stored wider (float32
@@ -69,6 +81,7 @@ class CodebookWeight(SharedWeight):
         self.group_size = group_size_for(granularity, rows, group_size)
         self.num_groups = rows // self.group_size
         self.register_buffer("codes", codes.to(codes_dtype(self.bits)))
+        self._init_extras(scales, outliers)
 
     @property
     def levels(self) -> int:
@@ -91,10 +104,13 @@ class CodebookWeight(SharedWeight):
 
     def forward(self, codebook: torch.Tensor) -> torch.Tensor:
         # codebook: (groups, levels) -> dense weight, shape of codes
-        if self.num_groups == 1:
-            dense = codebook[0][self.codes.long()]
+        if self.scales is None and self.outlier_values is None:
+            if self.num_groups == 1:
+                dense = codebook[0][self.codes.long()]
+            else:
+                dense = self._unrow(codebook.reshape(-1)[self._flat_index()])
         else:
-            dense = self._unrow(codebook.reshape(-1)[self._flat_index()])
+            dense = self._unrow(self._apply_extras(codebook.reshape(-1)[self._flat_index()]))
         return dense if self.dense_dtype is None else dense.to(self.dense_dtype)
 
     @torch.no_grad()
@@ -105,13 +121,24 @@ class CodebookWeight(SharedWeight):
         pending = self.take_pending()
         if pending is not None:
             return pending
-        w = weight.movedim(self.axis, 0).reshape(self.codes.shape[self.axis], -1)
-        flat = self._flat_index().reshape(-1)
+        w = weight.movedim(self.axis, 0).reshape(self.codes.shape[self.axis], -1).double()
+        flat = self._flat_index()
         size = self.num_groups * self.levels
-        wd = w.reshape(-1).double()
-        sums = torch.zeros(size, dtype=torch.float64, device=w.device).index_add_(0, flat, wd)
-        counts = torch.bincount(flat, minlength=size).double()
-        means = torch.where(counts > 0, sums / counts.clamp(min=1), torch.zeros_like(sums))
+        # least squares: entry = sum(s * w) / sum(s^2) over its members (s = 1 unscaled);
+        # outlier positions are not members, their exact values are set from the weight
+        s = torch.ones_like(w) if self.scales is None else \
+            self.scales.detach().double().unsqueeze(1).expand_as(w)
+        member = torch.ones_like(w)
+        if self.outlier_values is not None:
+            assert self.outlier_rows is not None and self.outlier_cols is not None
+            at = (self.outlier_rows.long(), self.outlier_cols.long())
+            member[at] = 0
+            self.outlier_values.copy_(w[at].to(self.outlier_values.dtype))
+        num = torch.zeros(size, dtype=torch.float64, device=w.device).index_add_(
+            0, flat.reshape(-1), (member * s * w).reshape(-1))
+        den = torch.zeros(size, dtype=torch.float64, device=w.device).index_add_(
+            0, flat.reshape(-1), (member * s * s).reshape(-1))
+        means = torch.where(den > 0, num / den.clamp(min=1e-300), torch.zeros_like(num))
         dtype = weight.dtype if self.dense_dtype is None else torch.float32
         return means.to(dtype).reshape(self.num_groups, self.levels)
 
@@ -121,7 +148,8 @@ class CodebookWeight(SharedWeight):
         """The JSON description of this weight (docs/format.md, section 3)."""
         scheme = {"kind": self.kind, "bits": self.bits, "granularity": self.granularity,
                   "group_size": self.group_size, "axis": self.axis,
-                  "shape": list(self.codes.shape), "dtype": dtype_name(original.dtype)}
+                  "shape": list(self.codes.shape), "dtype": dtype_name(original.dtype),
+                  **self._extras_scheme()}
         if self.dense_dtype is not None and self.dense_dtype != original.dtype:
             scheme["dense_dtype"] = dtype_name(self.dense_dtype)  # optional: wider codebooks
         return scheme
@@ -129,9 +157,10 @@ class CodebookWeight(SharedWeight):
     @classmethod
     def check_scheme(cls, s: dict[str, Any]) -> None:
         keys = {"kind", "bits", "granularity", "group_size", "axis", "shape", "dtype"}
-        if set(s) - {"dense_dtype"} != keys:
+        optional = EXTRA_KEYS | {"dense_dtype"}
+        if not keys <= set(s) <= keys | optional:
             raise FormatError(f"has keys {sorted(s)[:10]}, expected {sorted(keys)} (and "
-                              "optionally dense_dtype)")
+                              f"optionally {sorted(optional)})")
         if "dense_dtype" in s and s["dense_dtype"] not in FLOAT_DTYPES:
             raise FormatError(f"dense_dtype {str(s['dense_dtype'])[:40]!r} is not one of "
                               f"{list(FLOAT_DTYPES)}")
@@ -150,16 +179,19 @@ class CodebookWeight(SharedWeight):
                               f"granularity {s['granularity']}")
         if s["dtype"] not in FLOAT_DTYPES:
             raise FormatError(f"dtype {str(s['dtype'])[:40]!r} is not one of {list(FLOAT_DTYPES)}")
+        check_extras(s, rows, math.prod(shape) // rows)
 
     @classmethod
     def part_specs(cls, s: dict[str, Any]) -> dict[str, PartSpec]:
         shape = tuple(s["shape"])
-        groups = shape[s["axis"]] // s["group_size"]
+        rows = shape[s["axis"]]
+        groups = rows // s["group_size"]
         return {"codebook": PartSpec(s["dtype"], (groups, 1 << s["bits"])),
-                "codes": PartSpec(dtype_name(codes_dtype(s["bits"])), shape, bits=s["bits"])}
+                "codes": PartSpec(dtype_name(codes_dtype(s["bits"])), shape, bits=s["bits"]),
+                **extras_specs(s, rows, math.prod(shape) // rows)}
 
     def parts(self) -> dict[str, torch.Tensor]:
-        return {"codes": self.codes}
+        return {"codes": self.codes, **self._extras_parts()}
 
     @classmethod
     def dense_dtype_name(cls, s: dict[str, Any]) -> str:
@@ -167,12 +199,20 @@ class CodebookWeight(SharedWeight):
 
     @classmethod
     def from_scheme(cls, s: dict[str, Any], parts: dict[str, torch.Tensor]) -> CodebookWeight:
-        codes = parts["codes"].reshape(tuple(s["shape"]))
+        shape = tuple(s["shape"])
+        codes = parts["codes"].reshape(shape)
+        scales, outliers = extras_from_parts(parts)
+        if outliers is not None:
+            rows = shape[s["axis"]]
+            check_outlier_positions(outliers[0], outliers[1], (rows, math.prod(shape) // rows))
         dense = getattr(torch, s["dense_dtype"]) if "dense_dtype" in s else None
-        return cls(codes, s["bits"], s["granularity"], s["group_size"], s["axis"], dense)
+        return cls(codes, s["bits"], s["granularity"], s["group_size"], s["axis"], dense,
+                   scales=scales, outliers=outliers)
 
     def describe(self, original: torch.Tensor) -> str:
-        return f"{self.granularity}, {self.num_groups} codebook(s)"
+        extras = extras_describe(self)
+        return f"{self.granularity}, {self.num_groups} codebook(s)" + (
+            f", {extras}" if extras else "")
 
     def code_bits(self) -> int:
         return self.bits
@@ -194,7 +234,9 @@ def _is_int(x: Any) -> bool:
 
 def attach_codebook(module: nn.Module, codebook: torch.Tensor, codes: torch.Tensor, bits: int,
                     granularity: str = "per_tensor", group_size: int = 1, axis: int = 0,
-                    name: str = "weight") -> CodebookWeight:
+                    name: str = "weight", *, scales: torch.Tensor | None = None,
+                    outliers: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+                    ) -> CodebookWeight:
     """Turn ``module.<name>`` into a codebook weight with the given codebook and codes.
 
     ``codebook`` is (groups, k) with k <= 2**bits (padded to 2**bits here); ``codes``
@@ -207,7 +249,8 @@ def attach_codebook(module: nn.Module, codebook: torch.Tensor, codes: torch.Tens
         cb = torch.cat([cb, cb[:, -1:].expand(-1, levels - cb.shape[1])], dim=1)
     found = shared_of(module, name)
     current = found[1] if found is not None else dense_weight(module, name)
-    weight = CodebookWeight(codes.to(current.device), bits, granularity, group_size, axis)
+    weight = CodebookWeight(codes.to(current.device), bits, granularity, group_size, axis,
+                            scales=scales, outliers=outliers).to(current.device)
     original = nn.Parameter(cb.to(device=current.device, dtype=current.dtype).contiguous(),
                             requires_grad=current.requires_grad)
     attach(module, name, weight, original)
