@@ -11,8 +11,13 @@ def test_public_names():
     assert set(ws.__all__) == {
         "ClusterConfig", "Report", "TieConfig", "WeightShareError", "__version__", "cluster_",
         "distill_", "finetune_codebooks_", "find_ties", "inspect", "kmeans1d", "load",
-        "materialize_", "merge_", "retie_", "save", "share_", "tie_", "to_runtime_", "untie_",
-        "verify_ties"}
+        "materialize_", "merge_", "retie_", "save", "share_", "study", "tie_", "to_runtime_",
+        "untie_", "verify_ties",
+        # training with sharing (issue 11)
+        "HashConfig", "PruneConfig", "SoftSharingPrior", "evaluate", "fit", "hash_", "nn",
+        "prune_", "reshare", "soft_to_codebook_", "unshare"}
+    assert {"HashedLinear", "HashedConv2d", "LocallyConnected2d", "UnsharedRNN",
+            "UnsharedGRU"} <= set(ws.nn.__all__)
 
 
 # DESIGN.md's fixed signatures: other code calls these keywords
@@ -27,6 +32,10 @@ SIGNATURES = {
     "inspect": ["model_or_path"],
     "share_": ["model"],
     "materialize_": ["model"],
+    "hash_": ["model", "ratio"],
+    "prune_": ["model", "sparsity"],
+    "soft_to_codebook_": ["model", "prior"],
+    "unshare": ["model", "example_input"],
     "finetune_codebooks_": ["model", "teacher", "data"],
 }
 

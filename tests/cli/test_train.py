@@ -1,0 +1,97 @@
+"""``weightshare train``: every sharing on a tiny MNIST-shaped file, the file it writes,
+its JSON, and one-line errors before any training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import weightshare as ws
+from tests.cli.test_cli import run
+from weightshare.train.recipes import load_row
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist(tmp_path_factory) -> Path:
+    g = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("mnist") / "tiny.npz"
+    np.savez(path, x_train=g.integers(0, 256, (120, 28, 28), dtype=np.uint8),
+             y_train=g.integers(0, 10, 120), x_test=g.integers(0, 256, (40, 28, 28),
+                                                             dtype=np.uint8),
+             y_test=g.integers(0, 10, 40))
+    return path
+
+
+def train(args: list[str], data: Path, out: Path, capsys) -> dict:
+    code, stdout, err = run(["train", *args, "--data", str(data), "-o", str(out), "--json",
+                             "--threads", "1", "--batch-size", "40"], capsys)
+    assert code == 0, err
+    return json.loads(stdout)
+
+
+def test_every_sharing_writes_a_file_whose_bytes_give_the_ratio(tiny_mnist, tmp_path, capsys):
+    dense = tmp_path / "dense.safetensors"
+    r = train(["lenet300", "--epochs", "1"], tiny_mnist, dense, capsys)
+    assert r["sharing"] == "none" and 0 <= r["test_error"] <= 1
+    assert r["file_bytes"] == dense.stat().st_size
+    assert r["ratio"] == pytest.approx(r["dense_file_bytes"] / r["file_bytes"])
+    runs = {
+        "hash": ["--sharing", "hash", "--ratio", "1/8", "--epochs", "1"],
+        "small": ["--sharing", "small", "--ratio", "1/8", "--epochs", "1"],
+        "prune-cluster": ["--sharing", "prune-cluster", "--init", str(dense), "--prune-epochs",
+                          "1", "--sparsity", "0.9", "--finetune-epochs", "1", "--bits", "4"],
+        "soft": ["--sharing", "soft", "--init", str(dense), "--soft-epochs", "1",
+                 "--finetune-epochs", "1", "--zero-std", "0.005"],
+    }
+    kinds = {"hash": "hash", "small": "dense", "prune-cluster": "zero-codebook",
+             "soft": "zero-codebook"}
+    for sharing, args in runs.items():
+        out = tmp_path / f"{sharing}.safetensors"
+        r = train(["lenet300", *args], tiny_mnist, out, capsys)
+        assert kinds[sharing] in r["kinds"], sharing
+        assert r["ratio"] > 4 and r["file_bytes"] == out.stat().st_size, sharing
+        model = load_row(out)  # the file reloads into the LeNet it describes
+        assert ws.inspect(model).total_params == r["params"]
+    assert r["dense_test_error"] == train(["lenet300", "--epochs", "1"], tiny_mnist,
+                                          tmp_path / "again.safetensors",
+                                          capsys)["test_error"]  # seeded: the same run
+
+
+def test_text_output_names_error_bytes_ratio(tiny_mnist, tmp_path, capsys):
+    code, out, _ = run(["train", "lenet5", "--data", str(tiny_mnist), "--sharing", "hash",
+                        "--ratio", "0.25", "--epochs", "0.5", "--threads", "1", "-o",
+                        str(tmp_path / "h.safetensors")], capsys)
+    assert code == 0 and "test error:" in out and "x smaller" in out
+    code, out, _ = run(["inspect", str(tmp_path / "h.safetensors"), "--summary"], capsys)
+    assert code == 0 and "4 hash" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["lenet300", "--data", "absent.npz"], "absent.npz does not exist"),
+    (["lenet300", "--data", "DATA", "--sharing", "hash", "--ratio", "1e-9"], "no bucket"),
+    (["lenet300", "--data", "DATA", "--ratio", "x/8"], "not a number or a fraction"),
+    (["lenet300", "--data", "DATA", "-o", "no_dir/x.safetensors"], "does not exist"),
+    (["lenet300", "--data", "DATA", "--sharing", "soft", "--init", "none.safetensors"],
+     "is not a file"),
+    (["lenet7", "--data", "DATA"], "lenet7"),
+])
+def test_errors_are_one_line_exit_1_nothing_written(args, message, tiny_mnist, tmp_path,
+                                                    capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(["train", *[str(tiny_mnist) if a == "DATA" else a for a in args]],
+                       capsys)
+    assert code == 1 and message in err, err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_not_mnist_shaped_data(tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x_train=np.zeros((3, 32, 32), np.uint8), y_train=np.zeros(3, np.int64),
+             x_test=np.zeros((1, 28, 28), np.uint8), y_test=np.zeros(1, np.int64))
+    code, _, err = run(["train", "lenet5", "--data", str(bad), "-o",
+                        str(tmp_path / "x.safetensors")], capsys)
+    assert code == 1 and "MNIST's are (N, 28, 28)" in err
