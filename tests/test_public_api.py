@@ -11,8 +11,8 @@ def test_public_names():
     assert set(ws.__all__) == {
         "ClusterConfig", "Report", "TieConfig", "WeightShareError", "__version__", "cluster_",
         "distill_", "finetune_codebooks_", "find_ties", "inspect", "kmeans1d", "load",
-        "materialize_", "merge_", "retie_", "save", "share_", "tie_", "to_runtime_", "untie_",
-        "verify_ties",
+        "materialize_", "merge_", "retie_", "save", "share_", "study", "tie_", "to_runtime_",
+        "untie_", "verify_ties",
         # training with sharing (issue 11)
         "HashConfig", "PruneConfig", "SoftSharingPrior", "evaluate", "fit", "hash_", "nn",
         "prune_", "reshare", "soft_to_codebook_", "unshare"}

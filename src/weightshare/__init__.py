@@ -2,10 +2,11 @@
 
 Public names only; the logic lives in the submodules:
 ``core`` (protocol, registry, selection, ties), ``methods`` (one package per kind of
-sharing), ``io`` (the file format), ``analysis`` (inspect, fidelity), ``train``.
+sharing), ``io`` (the file format), ``analysis`` (inspect, fidelity), ``train``,
+``study`` (the evidence: every claim for weight sharing measured, ``ws.study.run``).
 """
 
-from . import nn
+from . import nn, study
 from .analysis.report import Report, inspect
 from .core.protocol import materialize_
 from .core.share import share_
@@ -52,6 +53,7 @@ __all__ = [
     "save",
     "share_",
     "soft_to_codebook_",
+    "study",
     "tie_",
     "to_runtime_",
     "unshare",

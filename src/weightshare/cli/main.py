@@ -16,6 +16,7 @@ from .compress import compress
 from .eval import eval_cmd
 from .export import export_cmd
 from .inspect import inspect_cmd
+from .study import study
 from .tie import tie
 from .train import train
 
@@ -32,7 +33,7 @@ def cli() -> None:
     """
 
 
-for _verb in (compress, tie, inspect_cmd, eval_cmd, export_cmd, train):
+for _verb in (compress, tie, inspect_cmd, eval_cmd, export_cmd, train, study):
     cli.add_command(_verb)
 
 
