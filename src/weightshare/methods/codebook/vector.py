@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from ...core.protocol import FLOAT_DTYPES, MAX_CODE_BITS, PartSpec, SharedWeight, dtype_name
+from ...core.protocol import PartSpec, SharedWeight, dtype_name
 from ...errors import FormatError
-from .config import GRANULARITIES, VECTOR_DIMS, group_size_for
+from .config import VECTOR_DIMS, group_size_for
 from .extras import (
     EXTRA_KEYS,
     ScalesAndOutliers,
@@ -31,7 +31,7 @@ from .extras import (
     extras_from_parts,
     extras_specs,
 )
-from .weight import codes_dtype
+from .weight import _is_int, check_grouped_scheme, codes_dtype
 
 
 class VectorCodebookWeight(SharedWeight, ScalesAndOutliers):
@@ -135,27 +135,13 @@ class VectorCodebookWeight(SharedWeight, ScalesAndOutliers):
         if not keys <= set(s) <= keys | EXTRA_KEYS:
             raise FormatError(f"has keys {sorted(s)[:10]}, expected {sorted(keys)} (and "
                               f"optionally {sorted(EXTRA_KEYS)})")
-        bits, shape, axis, gs, d = (s["bits"], s["shape"], s["axis"], s["group_size"],
-                                    s["vector_dim"])
-        if not _is_int(bits) or not 1 <= bits <= MAX_CODE_BITS:
-            raise FormatError(f"bits is {str(bits)[:40]}, must be an integer 1..{MAX_CODE_BITS}")
+        d = s["vector_dim"]
         if not _is_int(d) or d not in VECTOR_DIMS:
             raise FormatError(f"vector_dim {str(d)[:40]} is not one of {list(VECTOR_DIMS)}")
-        if s["granularity"] not in GRANULARITIES:
-            raise FormatError(f"granularity {str(s['granularity'])[:40]!r} is not one of "
-                              f"{list(GRANULARITIES)}")
-        if not _is_int(axis) or not 0 <= axis < len(shape):
-            raise FormatError(f"axis {str(axis)[:40]} is not a dimension of shape {shape}")
-        rows = shape[axis]
-        per_row = math.prod(shape) // rows
+        rows = check_grouped_scheme(s)
+        per_row = math.prod(s["shape"]) // rows
         if per_row % d:
             raise FormatError(f"vector_dim {d} does not divide the {per_row} values per row")
-        if not _is_int(gs) or gs < 1 or rows % gs or gs != group_size_for(
-                s["granularity"], rows, gs):
-            raise FormatError(f"group_size {str(gs)[:40]} does not fit {rows} rows with "
-                              f"granularity {s['granularity']}")
-        if s["dtype"] not in FLOAT_DTYPES:
-            raise FormatError(f"dtype {str(s['dtype'])[:40]!r} is not one of {list(FLOAT_DTYPES)}")
         check_extras(s, rows, per_row)
 
     @classmethod
@@ -195,5 +181,3 @@ class VectorCodebookWeight(SharedWeight, ScalesAndOutliers):
                 f"{self.granularity}, groups={self.num_groups}, shape={self.shape}")
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)

@@ -164,22 +164,8 @@ class CodebookWeight(SharedWeight, ScalesAndOutliers):
         if "dense_dtype" in s and s["dense_dtype"] not in FLOAT_DTYPES:
             raise FormatError(f"dense_dtype {str(s['dense_dtype'])[:40]!r} is not one of "
                               f"{list(FLOAT_DTYPES)}")
-        bits, shape, axis, gs = s["bits"], s["shape"], s["axis"], s["group_size"]
-        if not _is_int(bits) or not 1 <= bits <= MAX_CODE_BITS:
-            raise FormatError(f"bits is {str(bits)[:40]}, must be an integer 1..{MAX_CODE_BITS}")
-        if s["granularity"] not in GRANULARITIES:
-            raise FormatError(f"granularity {str(s['granularity'])[:40]!r} is not one of "
-                              f"{list(GRANULARITIES)}")
-        if not _is_int(axis) or not 0 <= axis < len(shape):
-            raise FormatError(f"axis {str(axis)[:40]} is not a dimension of shape {shape}")
-        rows = shape[axis]
-        if not _is_int(gs) or gs < 1 or rows % gs or gs != group_size_for(
-                s["granularity"], rows, gs):
-            raise FormatError(f"group_size {str(gs)[:40]} does not fit {rows} rows with "
-                              f"granularity {s['granularity']}")
-        if s["dtype"] not in FLOAT_DTYPES:
-            raise FormatError(f"dtype {str(s['dtype'])[:40]!r} is not one of {list(FLOAT_DTYPES)}")
-        check_extras(s, rows, math.prod(shape) // rows)
+        rows = check_grouped_scheme(s)
+        check_extras(s, rows, math.prod(s["shape"]) // rows)
 
     @classmethod
     def part_specs(cls, s: dict[str, Any]) -> dict[str, PartSpec]:
@@ -230,6 +216,28 @@ class CodebookWeight(SharedWeight, ScalesAndOutliers):
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_grouped_scheme(s: dict[str, Any]) -> int:
+    """Check the fields every codebook-like kind shares (``bits``, ``granularity``,
+    ``axis`` of ``shape``, ``group_size``, ``dtype``); FormatError naming the first bad
+    one. Returns the number of rows along ``axis``."""
+    bits, shape, axis, gs = s["bits"], s["shape"], s["axis"], s["group_size"]
+    if not _is_int(bits) or not 1 <= bits <= MAX_CODE_BITS:
+        raise FormatError(f"bits is {str(bits)[:40]}, must be an integer 1..{MAX_CODE_BITS}")
+    if s["granularity"] not in GRANULARITIES:
+        raise FormatError(f"granularity {str(s['granularity'])[:40]!r} is not one of "
+                          f"{list(GRANULARITIES)}")
+    if not _is_int(axis) or not 0 <= axis < len(shape):
+        raise FormatError(f"axis {str(axis)[:40]} is not a dimension of shape {shape}")
+    rows = shape[axis]
+    if not _is_int(gs) or gs < 1 or rows % gs or gs != group_size_for(
+            s["granularity"], rows, gs):
+        raise FormatError(f"group_size {str(gs)[:40]} does not fit {rows} rows with "
+                          f"granularity {s['granularity']}")
+    if s["dtype"] not in FLOAT_DTYPES:
+        raise FormatError(f"dtype {str(s['dtype'])[:40]!r} is not one of {list(FLOAT_DTYPES)}")
+    return int(rows)
 
 
 def attach_codebook(module: nn.Module, codebook: torch.Tensor, codes: torch.Tensor, bits: int,

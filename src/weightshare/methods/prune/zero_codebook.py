@@ -21,11 +21,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ...core.protocol import FLOAT_DTYPES, MAX_CODE_BITS, PartSpec, SharedWeight, dtype_name
+from ...core.protocol import MAX_CODE_BITS, PartSpec, SharedWeight, dtype_name
 from ...errors import ConfigError, FormatError
-from ..codebook.config import GRANULARITIES, group_size_for
+from ..codebook.config import group_size_for
+from ..codebook.weight import check_grouped_scheme
 from .positions import best_gap_bits, decode_gaps, encode_gaps, entries_for, raw_gaps
-from .sparse import _is_int, check_counts
+from .sparse import check_counts
 
 LAYOUTS = ("dense", "sparse")
 
@@ -138,23 +139,9 @@ class ZeroCodebookWeight(SharedWeight):
         if layout not in LAYOUTS or set(s) != keys:
             raise FormatError(f"has keys {sorted(s)[:12]} and layout {str(layout)[:20]!r}, "
                               f"expected {sorted(keys)} with layout dense or sparse")
-        bits, shape, axis, gs = s["bits"], s["shape"], s["axis"], s["group_size"]
-        if not _is_int(bits) or not 1 <= bits <= MAX_CODE_BITS:
-            raise FormatError(f"bits is {str(bits)[:40]}, must be an integer 1..{MAX_CODE_BITS}")
-        if s["granularity"] not in GRANULARITIES:
-            raise FormatError(f"granularity {str(s['granularity'])[:40]!r} is not one of "
-                              f"{list(GRANULARITIES)}")
-        if not _is_int(axis) or not 0 <= axis < len(shape):
-            raise FormatError(f"axis {str(axis)[:40]} is not a dimension of shape {shape}")
-        rows = shape[axis]
-        if not _is_int(gs) or gs < 1 or rows % gs or gs != group_size_for(
-                s["granularity"], rows, gs):
-            raise FormatError(f"group_size {str(gs)[:40]} does not fit {rows} rows with "
-                              f"granularity {s['granularity']}")
-        if s["dtype"] not in FLOAT_DTYPES:
-            raise FormatError(f"dtype {str(s['dtype'])[:40]!r} is not one of {list(FLOAT_DTYPES)}")
+        check_grouped_scheme(s)
         if layout == "sparse":
-            check_counts(s, math.prod(shape))
+            check_counts(s, math.prod(s["shape"]))
 
     @classmethod
     def part_specs(cls, s: dict[str, Any]) -> dict[str, PartSpec]:
