@@ -132,3 +132,15 @@ def weight_class(kind: Any, where: str = "the file") -> type[SharedWeight]:
 
 def known_kinds() -> tuple[str, ...]:
     return tuple(sorted(_WEIGHTS))
+
+
+def config_from_dict(cls: type[Any], data: dict[str, Any]) -> Any:
+    """``cls(**data)`` for a config dataclass, refusing unknown keys with the valid ones
+    (every method's ``Config.from_dict``)."""
+    import dataclasses
+
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} key(s) {unknown}; valid keys: {valid}")
+    return cls(**data)

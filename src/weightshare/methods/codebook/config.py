@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...core.registry import config_from_dict
 from ...errors import ConfigError
 
 GRANULARITIES = ("per_tensor", "per_channel", "per_group")
@@ -198,11 +199,7 @@ class ClusterConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClusterConfig:
         """Build from a dict, rejecting unknown keys with the list of valid ones."""
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(valid))
-        if unknown:
-            raise ConfigError(f"unknown ClusterConfig key(s) {unknown}; valid keys: {valid}")
-        return cls(**data)
+        return config_from_dict(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

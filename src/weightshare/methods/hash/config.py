@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...core.registry import config_from_dict
 from ...errors import ConfigError
 from ..codebook.config import check_choice
 
@@ -59,8 +59,4 @@ class HashConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HashConfig:
         """Build from a dict, rejecting unknown keys with the list of valid ones."""
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(valid))
-        if unknown:
-            raise ConfigError(f"unknown HashConfig key(s) {unknown}; valid keys: {valid}")
-        return cls(**data)
+        return config_from_dict(cls, data)

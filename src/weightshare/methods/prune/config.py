@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...core.registry import config_from_dict
 from ...core.select import compile_pattern
 from ...errors import ConfigError
 from ..codebook.config import check_choice
@@ -72,11 +72,7 @@ class PruneConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PruneConfig:
         """Build from a dict, rejecting unknown keys with the list of valid ones."""
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(valid))
-        if unknown:
-            raise ConfigError(f"unknown PruneConfig key(s) {unknown}; valid keys: {valid}")
-        return cls(**data)
+        return config_from_dict(cls, data)
 
 
 def _check_rate(rate: Any) -> None:

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ...core.registry import config_from_dict
 from ...errors import ConfigError
 
 STRATEGIES = ("all", "sequence", "cycle", "cycle_rev", "repeat")
@@ -163,11 +164,7 @@ class TieConfig:
             >>> TieConfig.from_dict({"strategy": "all"}).unique is None
             True
         """
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(values) - set(valid))
-        if unknown:
-            raise ConfigError(f"unknown TieConfig key(s) {unknown}; valid keys: {', '.join(valid)}")
-        return cls(**values)
+        return config_from_dict(cls, values)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict that :meth:`from_dict` reads back."""
