@@ -143,7 +143,9 @@ def matvec(flat, row_bytes, cb, table, group_size, bits, x, y):  # pragma: no co
     _matvec_rows(flat, row_bytes, cb, table, group_size, bits, x, y, 0, y.shape[1])
 
 
-@njit(cache=True, nogil=True, fastmath=True, inline="always")
+# not inlined: the task that calls it is not fastmath, and inlining would drop the flag
+# (the sums would not vectorise)
+@njit(cache=True, nogil=True, fastmath=True)
 def _matvec_rows(flat, row_bytes, cb, table, group_size, bits, x, y, i0, i1):  # pragma: no cover
     """Columns i0..i1 of ``matvec``'s y."""
     m_rows, cols = x.shape
