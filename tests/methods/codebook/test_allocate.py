@@ -92,12 +92,9 @@ def file_bits_per_weight(model: nn.Module, path) -> float:
 
     ws.save(model, path)
     with safe_open(str(path), framework="pt") as f:
-        schemes = json.loads(f.metadata()["weightshare"])["schemes"] \
-            if "weightshare" in f.metadata() else None
-        if schemes is None:  # metadata keys are top-level
-            schemes = json.loads(f.metadata()["schemes"])
+        schemes = json.loads(f.metadata()["weightshare"])["schemes"]
         stored = 0
-        for name in f.keys():
+        for name in f.keys():  # noqa: SIM118 (safe_open is not iterable)
             if any(name.startswith(w + ".") for w in schemes):
                 t = f.get_tensor(name)
                 stored += t.numel() * t.element_size()
