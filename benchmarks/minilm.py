@@ -79,10 +79,12 @@ def ws_rows(bits: int) -> list[tuple[str, Any]]:
             C(bits=bits, error_feedback=True, budget=float(bits))]),
         ("weightshare recipe balanced", "balanced"),
         ("weightshare recipe quality", "quality"),
-        # the quality recipe with codebooks per group of 16 rows where the budget finds them
-        # worth their bits (every stored bit counted)
+        # quality with codebooks per group of 16 rows where the budget finds them worth
+        # their bits (every stored bit counted; the recipe itself from 3 bits up), and with
+        # one codebook per tensor (the recipe at 2 bits, and before 3 bits it switched)
         ("weightshare quality per_group 16", ("quality", {"granularity": "per_group",
                                                           "group_size": GROUP})),
+        ("weightshare quality per_tensor", ("quality", {"granularity": "per_tensor"})),
     ]
     if bits != 3:  # sequential costs a partial pass per stage: at the ends of the range only
         rows.insert(5, ("weightshare +EF +sequential", [
