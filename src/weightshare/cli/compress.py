@@ -133,9 +133,9 @@ def _text(r: dict) -> str:
 def compress(ctx: click.Context, model: str, recipe: str | None, bits: int,
              calibrate: bool | None, calibration_samples: int | None,
              finetune_seconds: float | None, finetune_steps: int | None, finetune_lr: float,
-             finetune_embeddings: bool, entropy: bool, no_eval: bool, data: str | None, eval_data: str | None,
-             embed_tokenizer: bool, output: str | None, as_json: bool, quiet: bool,
-             **fields: object) -> None:
+             finetune_embeddings: bool, entropy: bool, no_eval: bool, data: str | None,
+             eval_data: str | None, embed_tokenizer: bool, output: str | None, as_json: bool,
+             quiet: bool, **fields: object) -> None:
     """Cluster MODEL's weights to 2^bits shared values and save a weightshare file."""
     if recipe is not None:
         given = {k: v for k, v in fields.items()
