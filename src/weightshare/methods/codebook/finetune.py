@@ -126,7 +126,7 @@ def _frozen_tables(model: nn.Module, weights: list) -> list[nn.Module]:
     for _fqn, _m, _a, w, o in iter_shared(model, remove_duplicate=False):
         users[id(w)] = users.get(id(w), 0) + 1
         sharers.setdefault(id(o), set()).add(id(w))
-    frozen = []
+    frozen: list[nn.Module] = []
     for _fqn, module, attr, weight, original in weights:
         if isinstance(module, nn.Embedding) and attr == "weight" and users[id(weight)] == 1 \
                 and len(sharers[id(original)]) == 1:
