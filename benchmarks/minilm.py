@@ -56,7 +56,7 @@ FFN = (r"intermediate\.dense$", r"output\.dense$")  # shared-codebook sets (cros
 EMB = ("word_embeddings",)
 
 
-def ws_rows(bits: int) -> list[tuple[str, list[ws.ClusterConfig] | str]]:
+def ws_rows(bits: int) -> list[tuple[str, Any]]:
     """(name, configs applied in order, or a recipe name) of every weightshare row."""
     C = ws.ClusterConfig  # noqa: N806
     rows: list[tuple[str, Any]] = [
@@ -79,6 +79,12 @@ def ws_rows(bits: int) -> list[tuple[str, list[ws.ClusterConfig] | str]]:
             C(bits=bits, error_feedback=True, budget=float(bits))]),
         ("weightshare recipe balanced", "balanced"),
         ("weightshare recipe quality", "quality"),
+        # quality with codebooks per group of 16 rows where the budget finds them worth
+        # their bits (every stored bit counted; the recipe itself from 3 bits up), and with
+        # one codebook per tensor (the recipe at 2 bits, and before 3 bits it switched)
+        ("weightshare quality per_group 16", ("quality", {"granularity": "per_group",
+                                                          "group_size": GROUP})),
+        ("weightshare quality per_tensor", ("quality", {"granularity": "per_tensor"})),
     ]
     if bits != 3:  # sequential costs a partial pass per stage: at the ends of the range only
         rows.insert(5, ("weightshare +EF +sequential", [
@@ -89,9 +95,23 @@ def ws_rows(bits: int) -> list[tuple[str, list[ws.ClusterConfig] | str]]:
     return rows
 
 
-def calibration_count(spec: list[ws.ClusterConfig] | str, default: int) -> int:
+Spec = list[ws.ClusterConfig] | str | tuple[str, dict]  # configs, recipe, recipe + overrides
+
+
+def calibration_count(spec: Spec, default: int) -> int:
     """Sentences a row calibrates on: a recipe's own count, else ``--calibration``."""
+    if isinstance(spec, tuple):
+        spec = spec[0]
     return CALIBRATION_SAMPLES[spec] if isinstance(spec, str) else default
+
+
+def spec_configs(spec: Spec, bits: int) -> list[ws.ClusterConfig]:
+    """The configs a row applies in order."""
+    if isinstance(spec, str):
+        return [ws.ClusterConfig.recipe(spec, bits=bits)]
+    if isinstance(spec, tuple):
+        return [ws.ClusterConfig.recipe(spec[0], bits=bits, **spec[1])]
+    return spec
 
 
 # ------------------------------------------------------------------- coremltools
@@ -264,8 +284,8 @@ class Bench:
         values = sum(math.prod(r.shape) for r in rows)
         return path.stat().st_size, 8 * sum(r.stored_bytes for r in rows) / values
 
-    def run_ws(self, name: str, bits: int, spec: list[ws.ClusterConfig] | str) -> Any:
-        configs = [ws.ClusterConfig.recipe(spec, bits=bits)] if isinstance(spec, str) else spec
+    def run_ws(self, name: str, bits: int, spec: Spec) -> Any:
+        configs = spec_configs(spec, bits)
         model = copy.deepcopy(self.base.model)
         count = 0 if "no calibration" in name else calibration_count(spec,
                                                                       self.args.calibration)
@@ -325,12 +345,18 @@ class Bench:
             ws.cluster_(model, ws.ClusterConfig.recipe("quality", bits=bits),
                         self.calib(CALIBRATION_SAMPLES["quality"]), progress=False)
             t_cluster = time.perf_counter() - t0
+            history: list[dict] = []
+            options = {"lr": self.args.finetune_lr,
+                       "train_embeddings": self.args.finetune_embeddings}
             ws.finetune_codebooks_(model, self.base.model, texts, seconds=seconds,
-                                   tokenizer=self.tok, progress=False)
+                                   tokenizer=self.tok, progress=False, history=history,
+                                   **options)
             model.eval()
             nbytes, bpw = self.ws_file(model, f"ft{bits}")
             self.record(name, bits, time.perf_counter() - t0, nbytes, bpw, model,
-                        "file bytes", cluster_seconds=t_cluster, finetune_seconds=seconds)
+                        "file bytes", cluster_seconds=t_cluster, finetune_seconds=seconds,
+                        finetune_steps=sum(1 for h in history if "loss" in h),
+                        finetune_options=options)
 
     def dkm(self, bits: int, seconds: float) -> None:
         """The two DKMs at ``bits``: ours over binned values, and coremltools'."""
@@ -444,6 +470,10 @@ def main() -> None:
                              "(recipes use their own: fast 32, balanced 128, quality 512)")
     parser.add_argument("--finetune-seconds", type=float, default=None,
                         help="also run the fine-tuned rows with this budget each")
+    parser.add_argument("--finetune-lr", type=float, default=1e-4,
+                        help="learning rate of the quality +finetune rows")
+    parser.add_argument("--finetune-embeddings", action="store_true",
+                        help="quality +finetune rows: train the embedding tables' codebooks too")
     parser.add_argument("--dkm-bits", type=int, nargs="*", default=[3],
                         help="bits at which the fine-tuned rows include the two DKMs")
     parser.add_argument("--skip-coreml", action="store_true")

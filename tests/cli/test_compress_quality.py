@@ -14,6 +14,7 @@ def test_recipe_then_finetune_on_a_tiny_bert(bert_dir, tmp_path, capsys):  # noq
     out = tmp_path / "q.safetensors"
     code, stdout, err = run(["compress", str(bert_dir), "--recipe", "quality", "--bits",
                              "3", "--min-size", "0", "--calibrate", "--finetune-steps", "3",
+                             "--finetune-lr", "2e-3", "--finetune-embeddings",
                              "-o", str(out), "--json"], capsys)
     assert code == 0, err
     result = json.loads(stdout)

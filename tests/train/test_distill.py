@@ -139,3 +139,34 @@ def test_distill_errors():
         distill_(model, model, torch.randn(2, 8), augment=True)
     with pytest.raises(ConfigError, match="batch_size must be"):
         distill_(model, model, ["a"], tokenizer=WordTokenizer(), batch_size=0)
+
+
+class Encoder(BagOfWords):
+    """BagOfWords with an encoder's output (``last_hidden_state``); counts its calls."""
+
+    calls = 0
+
+    def forward(self, input_ids, attention_mask):
+        from types import SimpleNamespace
+
+        type(self).calls += 1
+        return SimpleNamespace(last_hidden_state=super().forward(input_ids, attention_mask))
+
+
+def test_sentence_teacher_cache_runs_the_teacher_once_per_sentence():
+    """Sentences are regrouped every pass, so the teacher's output is cached per sentence:
+    it runs in the first pass only, and training is the same as without the cache."""
+    sentences = [f"s{i} w{i % 3} x y" + " z" * (i % 4) for i in range(12)]
+    torch.manual_seed(0)
+    teacher, start = Encoder(), Encoder()
+    runs = []
+    for cache in (True, False):
+        student = copy.deepcopy(start)
+        Encoder.calls = 0
+        distill_(student, teacher, sentences, steps=9, lr=1e-2, tokenizer=WordTokenizer(),
+                 batch_size=4, cache_teacher=cache)
+        runs.append((Encoder.calls, student))
+    (cached_calls, cached), (plain_calls, plain) = runs
+    assert cached_calls == 9 + 3 and plain_calls == 9 + 9  # student 9, teacher 3 vs 9
+    for a, b in zip(cached.parameters(), plain.parameters()):
+        torch.testing.assert_close(a, b)

@@ -39,6 +39,7 @@ from ..core.batches import (
 )
 from ..errors import ConfigError, DataError
 from .hooks import Regularizer, StepCallback, StepInfo, run_callbacks, total_loss
+from .teacher_cache import SentenceCache
 
 LOSSES = ("auto", "cosine", "kl", "mse")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -69,7 +70,9 @@ def distill_(student: nn.Module, teacher: nn.Module, data: Any, steps: int | Non
     ``{"step", "loss", "lr", "seconds"}`` per step. The progress bar goes to stderr, and
     only when stderr is a terminal (``progress=True/False`` forces it).
     ``regularizers`` add their terms to the loss; ``callbacks`` run after every step and
-    stop training by returning False (see ``train.hooks``).
+    stop training by returning False (see ``train.hooks``). ``cache_teacher``: keep the
+    teacher's outputs — per batch for batches, per sentence for an encoder on sentences
+    (``teacher_cache.py``), so that the teacher runs once per input.
 
     Example:
         >>> import copy, torch
@@ -101,6 +104,9 @@ def distill_(student: nn.Module, teacher: nn.Module, data: Any, steps: int | Non
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     warmup = max(1, min(10, steps // 10)) if steps else 10  # Adam's first steps are the noisiest
     cache: dict[int, Any] = {}
+    # sentences come back in new batches every pass: cache the teacher per sentence
+    per_sentence = SentenceCache() if (cache_teacher and feed.sentences is not None
+                                       and not augment and isinstance(loss, str)) else None
     modes = (student.training, teacher.training)
     student.eval()
     teacher.eval()
@@ -119,6 +125,8 @@ def distill_(student: nn.Module, teacher: nn.Module, data: Any, steps: int | Non
             key, batch = feed.next()
             batch = to_device(batch, device)
             target = cache.get(key) if key is not None else None
+            if target is None and per_sentence is not None and feed.texts is not None:
+                target = per_sentence.target(teacher, batch, feed.texts)
             if target is None:
                 with torch.no_grad():
                     target = run_batch(teacher, batch)
@@ -199,6 +207,7 @@ class _Feed:
         self.rng = random.Random(seed)
         self.order: list[int] = []  # what is left of the current pass
         self.ready: list[list[str]] = []  # sentence batches of the current pool
+        self.texts: list[str] | None = None  # the sentences of the last batch, in order
 
     def _take(self, count: int) -> list[int]:
         if not self.order:
@@ -220,7 +229,8 @@ class _Feed:
             self.ready = [texts[i:i + self.batch_size]
                           for i in range(0, len(texts), self.batch_size)]
             self.rng.shuffle(self.ready)
-        return None, dict(self.tokenizer(self.ready.pop(), padding=True, truncation=True,
+        self.texts = self.ready.pop()
+        return None, dict(self.tokenizer(self.texts, padding=True, truncation=True,
                                          max_length=128, return_tensors="pt"))
 
 

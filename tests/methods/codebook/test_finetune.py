@@ -156,3 +156,21 @@ def test_untied_embedding_tables_stay_fixed_and_come_back_intact():
     ws.finetune_codebooks_(tied, lm, ids, steps=5, lr=1e-2)
     assert not torch.equal(tied.emb.parametrizations.weight.original, before)
     assert tied.emb.parametrizations.weight.original is tied.head.parametrizations.weight.original
+
+
+def test_finetuning_a_copy_leaves_the_original_clustered_model_working():
+    """copy.deepcopy shares the parametrized module classes; fixing embedding tables for
+    the run must not edit them (it once removed the original's ``weight``)."""
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Embedding(256, 16), nn.Linear(16, 16))
+    original = ws.cluster_(copy.deepcopy(teacher), ws.ClusterConfig(bits=2, min_size=0))
+    ids = torch.randint(0, 256, (2, 3))
+    before = original(ids).detach().clone()
+    tuned = copy.deepcopy(original)
+    table_codebook = tuned[0].parametrizations.weight.original.detach().clone()
+    ws.finetune_codebooks_(tuned, teacher, [torch.randint(0, 256, (8, 6))], steps=3, lr=1e-2)
+    assert torch.equal(original(ids), before)
+    assert "forward" not in vars(tuned[0])
+    # the table stayed fixed (train_embeddings=False), the linear layer trained
+    assert torch.equal(tuned[0].parametrizations.weight.original, table_codebook)
+    assert not torch.equal(tuned(ids), before)

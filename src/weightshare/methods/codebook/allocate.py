@@ -32,7 +32,7 @@ import math
 import torch
 from torch import nn
 
-from ...core.protocol import dense_weight
+from ...core.protocol import dense_weight, dtype_name
 from ...core.select import Target
 from ...errors import ConfigError
 from .calibration import Calibration
@@ -41,56 +41,87 @@ from .feedback import RowCodebooks, error_feedback, output_error
 from .fisher import FisherLoss, fisher_importance, floored
 from .kmeans import kmeans1d, kmeans1d_exact_batched
 from .kmeans.vector import kmeans_nd
+from .vector import VectorCodebookWeight
+from .weight import CodebookWeight
 
-Option = tuple[int, int]  # (code bits, vector_dim)
+Option = tuple[int, int, str]  # (code bits, vector_dim, granularity)
 
 SPREAD = 2  # candidate widths: bits - SPREAD .. bits + SPREAD
 SAMPLE = 1 << 16  # values of a large weight its loss estimate is measured on
 FISHER_BATCHES = 2  # calibration batches the sensitivities are estimated on
 GAIN_ROWS = 64  # rows of a layer that error feedback's gain is measured on
-OUTLIER_BITS_EXTRA = 64  # an outlier: its value, row and column (bounded above)
 VECTOR_OPTIONS = (8, 4)  # vector_dim of the 8-bit vector candidates of embedding tables
 
 
-def stored_bits(numel: int, rows: int, option: Option, config: ClusterConfig,
-                dtype_bits: int = 32) -> float:
-    """Bits a weight of ``numel`` values (``rows`` channels) stores with ``option``."""
-    bits, d = option
-    groups = rows // group_size_for(config.granularity, rows, config.group_size)
-    total = numel // d * bits + groups * (1 << bits) * d * dtype_bits
+def stored_bits(shape: tuple[int, ...], axis: int, option: Option, config: ClusterConfig,
+                dtype: torch.dtype = torch.float32, group_size: int | None = None,
+                codebook: bool = True) -> float:
+    """Bits the file stores for a weight of ``shape`` coded with ``option``: every part the
+    weight's kind declares (codes packed at their width, codebooks — one per group of
+    ``group_size`` rows, the size the per_group fallback really uses —, scales, outlier
+    positions and values), counted from the kind's own ``part_specs`` so that the budget
+    is what ``inspect`` and the file report. ``codebook=False``: without the codebook
+    (a member of a shared-codebook set after the first: the file ties it to the first).
+
+    Example:
+        >>> cfg = ClusterConfig(bits=4, granularity="per_group", group_size=16)
+        >>> stored_bits((64, 32), 0, (4, 1, "per_group"), cfg)  # codes + 4 codebooks of 16 fp32
+        10240.0
+        >>> stored_bits((64, 32), 0, (4, 1, "per_tensor"), cfg)  # codes + 1 codebook
+        8704.0
+    """
+    bits, d, granularity = option
+    rows = shape[axis]
+    numel = math.prod(shape)
+    gs = group_size_for(granularity, rows, group_size or config.group_size)
+    dtype_str = config.codebook_dtype or dtype_name(dtype)
+    scheme: dict = {"shape": list(shape), "axis": axis, "bits": bits, "group_size": gs,
+                    "dtype": dtype_str, "vector_dim": d, "granularity": granularity}
     if config.scales != "none":
-        total += rows * dtype_bits
+        scheme["scales"] = config.scales
     if config.outliers > 0:
-        total += max(1, round(config.outliers * numel)) * OUTLIER_BITS_EXTRA
-    return float(total)
+        scheme["outliers"] = max(1, round(config.outliers * numel))  # as build.make_layer
+    kind = CodebookWeight if d == 1 else VectorCodebookWeight
+    specs = kind.part_specs(scheme)
+    return float(8 * sum(spec.stored_bytes for part, spec in specs.items()
+                         if codebook or part != "codebook"))
 
 
 def options_for(t: Target, w: torch.Tensor, config: ClusterConfig) -> list[Option]:
-    """Candidate (code bits, vector_dim) of one weight: scalar widths around ``bits``;
-    embedding tables (no layer input, so no error feedback) also as vectors of 8 or 4
-    weights per 8-bit code (1 or 2 bits per weight), which code lookups far better than
-    1- or 2-bit scalars."""
+    """Candidate (code bits, vector_dim, granularity) of one weight: scalar widths around
+    ``bits`` at the config's granularity and, when that is per_group or per_channel, also
+    with one codebook for the tensor (a 30,522-row table pays 0.2 bits per weight for
+    4-bit codebooks of 6 rows, a 384 x 384 layer 0.08 for groups of 16: the budget
+    decides where they are worth it); embedding tables (no layer input, so no error
+    feedback) also as vectors of 8 or 4 weights per 8-bit code (1 or 2 bits per weight),
+    one codebook per table, which code lookups far better than 1- or 2-bit scalars."""
     lo, hi = max(1, config.bits - SPREAD), min(8, config.bits + SPREAD)
-    out: list[Option] = [(b, 1) for b in range(lo, hi + 1)]
+    grans = [config.granularity] + (["per_tensor"] if config.granularity != "per_tensor"
+                                    else [])
+    out: list[Option] = [(b, 1, g) for g in grans for b in range(lo, hi + 1)]
     per_row = w.numel() // w.shape[t.axis]
     if isinstance(t.module, nn.Embedding):
-        out += [(8, d) for d in VECTOR_OPTIONS if per_row % d == 0 and 8 / d < config.bits]
+        out += [(8, d, "per_tensor") for d in VECTOR_OPTIONS
+                if per_row % d == 0 and 8 / d < config.bits]
     return out
 
 
 def allocate_bits(model: nn.Module, targets: list[Target], units: list[list[Target]],
                   config: ClusterConfig, calibration: Calibration,
                   fisher_loss: FisherLoss | None = None,
-                  hessians: dict[str, torch.Tensor] | None = None) -> dict[str, Option]:
-    """{target name: (code bits, vector_dim)} meeting ``config.budget`` bits per weight
-    over ``targets``.
+                  hessians: dict[str, torch.Tensor] | None = None,
+                  sizes: dict[str, int] | None = None) -> dict[str, Option]:
+    """{target name: (code bits, vector_dim, granularity)} meeting ``config.budget`` bits
+    per weight over ``targets``.
 
     ``units``: targets that must share one option (a shared codebook), the rest alone.
     ``hessians``: layer-input Hessians; with ``config.error_feedback``, a layer that has
     one gets its loss estimates scaled by what error feedback achieves on it
-    (:func:`feedback_gain`), since the k-means estimate ignores it.
+    (:func:`feedback_gain`), since the k-means estimate ignores it. ``sizes``: rows per
+    codebook where the per_group fallback changed it (groups.py).
     """
     assert config.budget is not None
+    sizes = sizes or {}
     if not callable(calibration):  # a rough estimate does: the first few batches
         calibration = list(itertools.islice(iter(calibration), FISHER_BATCHES))
     fisher = fisher_importance(model, targets, calibration, fisher_loss, config.seed,
@@ -106,16 +137,21 @@ def allocate_bits(model: nn.Module, targets: list[Target], units: list[list[Targ
             opts = [o for o in opts if o[1] == 1]
         losses = [0.0] * len(opts)
         costs = [0.0] * len(opts)
-        for t in unit:
+        for k, t in enumerate(unit):
             w = dense_weight(t.module).detach()
             rows = w.shape[t.axis]
-            v, sens, scale = _sample(w, t.axis, _sensitivity(t, w, fisher.get(t.name)), config)
+            gs = group_size_for(config.granularity, rows, sizes.get(t.name, config.group_size))
+            v, sens, scale = _sample(w, t.axis, _sensitivity(t, w, fisher.get(t.name)), config,
+                                     gs)
             h = (hessians or {}).get(t.name)
             if config.error_feedback and h is not None:
                 scale *= feedback_gain(w.movedim(t.axis, 0).reshape(rows, -1), h, config.bits)
             for i, opt in enumerate(opts):
-                losses[i] += scale * _loss(v, sens, opt, config)
-                costs[i] += stored_bits(w.numel(), rows, opt, config, torch.finfo(w.dtype).bits)
+                losses[i] += scale * _loss(v, sens, opt, rows if opt[2] == "per_tensor"
+                                           else gs)
+                # a shared codebook is stored once (the other members' are ties)
+                costs[i] += stored_bits(tuple(w.shape), t.axis, opt, config, w.dtype, gs,
+                                        codebook=k == 0)
         table.append((unit, opts, losses, costs))
     if sum(min(c) for *_, c in table) > budget:
         raise ConfigError(f"budget {config.budget} bits per weight is below what the "
@@ -175,15 +211,15 @@ def _sensitivity(t: Target, w: torch.Tensor, fisher: torch.Tensor | None) -> tor
     return floored(f)
 
 
-def _sample(w: torch.Tensor, axis: int, sens: torch.Tensor, config: ClusterConfig
-            ) -> tuple[torch.Tensor, torch.Tensor, float]:
+def _sample(w: torch.Tensor, axis: int, sens: torch.Tensor, config: ClusterConfig,
+            gs: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     """(values, sensitivities, scale): the (rows, values per row) view of a weight with its
     outliers' sensitivity zeroed (they are exact), cut to a seeded sample of at most
-    ``SAMPLE`` values in whole row groups; ``scale`` = full size / sample size."""
+    ``SAMPLE`` values in whole row groups of ``gs`` rows (one codebook's); ``scale`` =
+    full size / sample size."""
     rows = w.shape[axis]
     v = w.movedim(axis, 0).reshape(rows, -1).double()
     # sampling unit: one codebook's rows (per_group / per_channel), else single rows
-    gs = group_size_for(config.granularity, rows, config.group_size)
     gs = 1 if gs == rows else gs
     scale = 1.0
     if v.numel() > SAMPLE:
@@ -202,14 +238,11 @@ def _sample(w: torch.Tensor, axis: int, sens: torch.Tensor, config: ClusterConfi
     return v, sens, scale
 
 
-def _loss(v: torch.Tensor, sens: torch.Tensor, option: Option, config: ClusterConfig
-          ) -> float:
-    """sum F (w - q)^2 of the (sampled) values ``v`` for the k-means codebook of
-    ``option``."""
-    bits, d = option
+def _loss(v: torch.Tensor, sens: torch.Tensor, option: Option, gs: int) -> float:
+    """sum F (w - q)^2 of the (sampled) values ``v`` for the k-means codebooks of
+    ``option``, one per ``gs`` rows (per_tensor: the layer's rows, more than the sample's)."""
+    bits, d, _granularity = option
     rows = v.shape[0]
-    gs = rows if config.granularity == "per_tensor" else group_size_for(
-        config.granularity, rows, config.group_size)
     if d > 1:  # vectors: one codebook over the sample (per_tensor)
         cent, codes = kmeans_nd(v.reshape(-1, d), 1 << bits, sens.reshape(-1, d), max_iter=6)
         err = (v.reshape(-1, d) - cent[codes]).reshape(-1)

@@ -184,8 +184,8 @@ class ClusterConfig:
         """A measured combination for ``bits`` per weight: ``fast``, ``balanced``, ``quality``
         (docs/codebooks.md gives their fidelity, size and time on all-MiniLM-L6-v2).
 
-        ``bits`` is the budget per weight (2, 3, 4, ...); the recipe picks the code width
-        and ``vector_dim``. ``overrides`` replace any field (e.g. ``exclude=...``).
+        ``bits`` is the budget per weight (2, 3, 4, ...); the recipe picks the code width,
+        ``vector_dim`` and granularity. ``overrides`` replace any field (e.g. ``exclude=...``).
 
         Example:
             >>> cfg = ClusterConfig.recipe("balanced", bits=3)

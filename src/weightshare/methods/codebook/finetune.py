@@ -16,15 +16,17 @@ if given, also receives an ``{"event": "diverged", ...}`` entry).
 from __future__ import annotations
 
 import time
+import types
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrize
 
-from ...core.protocol import attach, iter_shared
+from ...core.protocol import iter_shared
 from ...errors import ConfigError, DataError
 from ...train.distill import distill_
 from ...train.hooks import StepCallback, StepInfo
@@ -81,7 +83,7 @@ def finetune_codebooks_(model: nn.Module, teacher: nn.Module, data: Any, *,
         raise ConfigError("the model has no codebook weights to fine-tune; run ws.cluster_ "
                           "first")
     frozen = [] if train_embeddings or method == "dkm" else _frozen_tables(model, weights)
-    weights = [x for x in weights if all(x[1] is not f[0] for f in frozen)]
+    weights = [x for x in weights if all(x[1] is not f for f in frozen)]
     if method == "dkm":
         from .dkm import DKMSession
 
@@ -104,31 +106,42 @@ def finetune_codebooks_(model: nn.Module, teacher: nn.Module, data: Any, *,
     finally:
         for p in model.parameters():
             p.requires_grad_(flags.get(id(p), True))
-        for module, attr, weight, original in frozen:  # the very same parts, back
-            attach(module, attr, weight, original)
+        for module in frozen:  # the module's own forward, back
+            del module.forward
         if session is not None:
             session.finalize()
     return model
 
 
-def _frozen_tables(model: nn.Module, weights: list) -> list[tuple]:
-    """Swap the codebook weights of untied embedding tables for their dense value (no
-    gradient) for the run; returns what to re-attach after it."""
+def _frozen_tables(model: nn.Module, weights: list) -> list[nn.Module]:
+    """Make untied codebook embedding tables look up a dense copy of their value (no
+    gradient) for the run, instead of expanding their codebook every step; returns the
+    modules, whose own ``forward`` comes back by deleting the instance attribute.
+
+    Only the instance's ``forward`` changes: removing the parametrization instead would
+    edit its class, which ``copy.deepcopy`` shares between a clustered model and its
+    copies (fine-tuning a copy then broke the original's table)."""
     users: dict[int, int] = {}  # modules holding each weight (a tied table: several)
     sharers: dict[int, set[int]] = {}  # weights using each codebook (cross-layer: several)
     for _fqn, _m, _a, w, o in iter_shared(model, remove_duplicate=False):
         users[id(w)] = users.get(id(w), 0) + 1
         sharers.setdefault(id(o), set()).add(id(w))
-    frozen = []
+    frozen: list[nn.Module] = []
     for _fqn, module, attr, weight, original in weights:
-        if isinstance(module, nn.Embedding) and users[id(weight)] == 1 \
+        if isinstance(module, nn.Embedding) and attr == "weight" and users[id(weight)] == 1 \
                 and len(sharers[id(original)]) == 1:
             with torch.no_grad():
                 dense = getattr(module, attr).detach().clone()
-            parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
-            module._parameters[attr] = nn.Parameter(dense, requires_grad=False)
-            frozen.append((module, attr, weight, original))
+            module.forward = types.MethodType(  # type: ignore[method-assign]
+                partial(_dense_lookup, table=dense), module)
+            frozen.append(module)
     return frozen
+
+
+def _dense_lookup(module: nn.Embedding, ids: torch.Tensor, table: torch.Tensor
+                  ) -> torch.Tensor:
+    return F.embedding(ids, table, module.padding_idx, module.max_norm, module.norm_type,
+                       module.scale_grad_by_freq, module.sparse)
 
 
 def check_budget(seconds: float | None, steps: int | None) -> None:

@@ -84,7 +84,7 @@ def cluster_(model: nn.Module, config: ClusterConfig | None = None,
         in_sets = {t.name for s in sets for t in s}
         units = sets + [[t] for t in targets if t.name not in in_sets]
         plan = Plan(config, allocate_bits(model, targets, units, config, calibration,
-                                          fisher_loss, hessians), sizes)
+                                          fisher_loss, hessians, sizes), sizes)
     if config.sequential:
         _sequential(model, targets, sets, plan, importance, calibration, progress)
     else:
@@ -149,24 +149,26 @@ def _check_can_share(pattern: str, members: list[Target]) -> None:
 
 
 class Plan:
-    """The config of every target: ``config``, with ``bits`` and ``vector_dim`` replaced
-    where a budget allocated another option, and ``group_size`` where the per_group
-    fallback chose another divisor (groups.py)."""
+    """The config of every target: ``config``, with ``bits``, ``vector_dim`` and
+    ``granularity`` replaced where a budget allocated another option, and ``group_size``
+    where the per_group fallback chose another divisor (groups.py)."""
 
     def __init__(self, config: ClusterConfig,
-                 options: dict[str, tuple[int, int]] | None = None,
+                 options: dict[str, tuple[int, int, str]] | None = None,
                  sizes: dict[str, int] | None = None) -> None:
         self.config = config
         self.options = options or {}
         self.group_sizes = sizes or {}
-        self._cache: dict[tuple[int, int, int], ClusterConfig] = {}
+        self._cache: dict[tuple[int, int, str, int], ClusterConfig] = {}
 
     def get(self, name: str) -> ClusterConfig:
-        bits, dim = self.options.get(name, (self.config.bits, self.config.vector_dim))
-        key = (bits, dim, self.group_sizes.get(name, self.config.group_size))
+        bits, dim, gran = self.options.get(name, (self.config.bits, self.config.vector_dim,
+                                                  self.config.granularity))
+        key = (bits, dim, gran, self.group_sizes.get(name, self.config.group_size))
         if key not in self._cache:
             self._cache[key] = dataclasses.replace(self.config, bits=bits, vector_dim=dim,
-                                                   group_size=key[2], budget=None)
+                                                   granularity=gran, group_size=key[3],
+                                                   budget=None)
         return self._cache[key]
 
 
