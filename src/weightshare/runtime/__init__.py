@@ -3,7 +3,8 @@
 ``weightshare.load(path, runtime="packed")`` (or :func:`to_runtime_`) keeps each
 codebook weight's codes bit-packed in memory at their real width with its codebook
 beside them; layers compute from them (``ops``: tiled decoding into one small buffer,
-a compiled matrix-vector kernel for a few input rows, embedding rows decoded on demand).
+a compiled kernel straight from the codes for up to 24 input rows, embedding rows
+decoded on demand).
 ``weightshare.materialize_`` turns them into plain dense weights,
 ``to_runtime_(model, "train")`` back into trainable codebooks.
 

@@ -3,7 +3,8 @@
 All give the same decoded values.
 
 ``WEIGHTSHARE_KERNELS=numba|torch`` (or :func:`use`) picks plainer kernels, e.g. to
-compare. All are single-threaded: the products run on torch's threads.
+compare. Large calls run on torch's own OpenMP threads (:mod:`.team`: no pool of
+their own beside torch's); small ones on the caller's thread.
 
 Example:
     >>> import torch
@@ -27,7 +28,7 @@ from typing import Any
 
 import torch
 
-from . import torch_kernels
+from . import team, torch_kernels
 
 _forced: str | None = None
 _numba: Any = None
@@ -143,10 +144,33 @@ class Decoder:
             self.cb = self.cb.contiguous()
             self._flat, self._cb = p.flat.numpy(), self.cb.numpy()
         self._table = _load_avx512().padded_table(self._cb) if kind == "avx512" else None
+        compiled = _avx512 if kind == "avx512" else _numba
+        self._task = 0 if kind == "torch" else compiled.task.address
+
+    def _on_team(self, op: int, values: int, n: int, out: torch.Tensor, r0: int = 0,
+                 x: torch.Tensor | None = None) -> bool:
+        """Run ``op`` over ``n`` rows on torch's threads when the call is large enough to
+        share (True), else leave it to the caller's thread (False)."""
+        threads = team.threads(values)
+        if threads == 1 or self.kind == "torch":
+            return False
+        p = self.p
+        params = team.block(op=op, flat=p.flat.data_ptr(), nbytes=p.flat.numel(),
+                            row_bytes=p.row_bytes, cb=self.cb.data_ptr(),
+                            groups=self.cb.shape[0], k=self.cb.shape[-1],
+                            table=0 if self._table is None else self._table.ctypes.data,
+                            group_size=self.group_size, bits=p.bits, r0=r0, n=n, cols=p.cols,
+                            out=out.data_ptr(), x=0 if x is None else x.data_ptr(),
+                            m=0 if x is None else x.shape[0],
+                            chunk=max(1, -(-n // (4 * threads))))
+        team.run(self._task, params, threads)
+        return True
 
     def decode(self, r0: int, out: torch.Tensor) -> None:
         """``out[k] = `` the dense row ``r0 + k`` (out: (n, cols), contiguous)."""
         p = self.p
+        if self._on_team(team.DECODE, out.numel(), out.shape[0], out, r0=r0):
+            return
         if self.kind == "avx512":
             _avx512.decode_rows(self._flat, p.row_bytes, self._cb, self._table,
                                 self.group_size, p.bits, r0, out.numpy())
@@ -160,6 +184,8 @@ class Decoder:
     def gather(self, ids: torch.Tensor, out: torch.Tensor) -> None:
         """``out[k] = `` the dense row ``ids[k]`` (ids: 1-D int64, already range-checked)."""
         p = self.p
+        if self._on_team(team.GATHER, out.numel(), ids.numel(), out, x=ids):
+            return
         if self.kind == "avx512":
             _avx512.gather_rows(self._flat, p.row_bytes, self._cb, self._table,
                                 self.group_size, p.bits, ids.numpy(), out.numpy())
@@ -177,6 +203,8 @@ class Decoder:
             return None
         p = self.p
         y = torch.empty(x.shape[0], p.rows, dtype=torch.float32)
+        if self._on_team(team.MATVEC, p.rows * p.cols, p.rows, y, x=x):
+            return y
         if self.kind == "avx512":
             _avx512.matvec(self._flat, p.row_bytes, self._cb, self._table, self.group_size,
                            p.bits, x.numpy(), y.numpy())

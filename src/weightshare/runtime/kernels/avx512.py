@@ -4,8 +4,8 @@ A codebook of at most 16 float32 values fits one 512-bit register, and ``vpermps
 (``llvm.x86.avx512.permvar.sf.512``) looks up sixteen codes in it at once. The sixteen
 codes of a block occupy ``2 * bits`` bytes: eight bytes are loaded, spread so that lane
 ``l`` holds the two bytes around bit ``l * bits``, shifted and masked into sixteen indices.
-That is several times faster than one lookup per code, and single-threaded: the packed
-runtime needs no thread pool of its own beside torch's.
+That is several times faster than one lookup per code; ``task`` runs these kernels on
+torch's own threads (``team.py``), so the packed runtime needs no pool of its own.
 
 numba compiles this for the host CPU; :func:`available` says whether that CPU has AVX-512
 (otherwise the portable kernels of ``numba_kernels`` run). Numba has no vector permute of
@@ -17,11 +17,13 @@ from __future__ import annotations
 import llvmlite.binding as llb
 import numpy as np
 from llvmlite import ir
-from numba import njit
+from numba import carray, cfunc, njit
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from .numba_kernels import _decode_row
+from . import team
+from .numba_kernels import _decode_row, f32_at, fields, i64_at, next_chunk
+from .team import BITS, COLS, DECODE, GATHER, GROUP_SIZE, GROUPS, OUT, R0, ROW_BYTES, TABLE, M, N, X
 
 _F16 = ir.VectorType(ir.FloatType(), 16)
 _I32X16 = ir.VectorType(ir.IntType(32), 16)
@@ -138,9 +140,15 @@ def gather_rows(flat, row_bytes, cb, table, group_size, bits, ids, out):  # prag
 @njit(cache=True, nogil=True, fastmath=True)
 def matvec(flat, row_bytes, cb, table, group_size, bits, x, y):  # pragma: no cover
     """As ``numba_kernels.matvec``, rows decoded sixteen codes at a time."""
+    _matvec_rows(flat, row_bytes, cb, table, group_size, bits, x, y, 0, y.shape[1])
+
+
+@njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _matvec_rows(flat, row_bytes, cb, table, group_size, bits, x, y, i0, i1):  # pragma: no cover
+    """Columns i0..i1 of ``matvec``'s y."""
     m_rows, cols = x.shape
     w = np.empty(cols, np.float32)
-    for i in range(y.shape[1]):
+    for i in range(i0, i1):
         g = i // group_size
         _row(flat, i * row_bytes, table, 16 * g, cb[g], bits, cols, w, 0)
         for m in range(m_rows):
@@ -149,6 +157,35 @@ def matvec(flat, row_bytes, cb, table, group_size, bits, x, y):  # pragma: no co
             for j in range(cols):
                 acc += xm[j] * w[j]
             y[m, i] = acc
+
+
+def _task(data):  # pragma: no cover - compiled; run by team.run on torch's threads
+    """As ``numba_kernels.task``, with these kernels (``table``: the padded codebook)."""
+    at, p, flat, cb = fields(data)
+    table = carray(f32_at(p[TABLE]), 16 * p[GROUPS])
+    op, n, cols = p[team.OP], p[N], p[COLS]
+    while True:
+        start, end = next_chunk(at, p)
+        if start >= n:
+            break
+        if op == DECODE:
+            out = carray(f32_at(p[OUT]), (n, cols))
+            decode_rows(flat, p[ROW_BYTES], cb, table, p[GROUP_SIZE], p[BITS], p[R0] + start,
+                        out[start:end])
+        elif op == GATHER:
+            out = carray(f32_at(p[OUT]), (n, cols))
+            ids = carray(i64_at(p[X]), n)
+            gather_rows(flat, p[ROW_BYTES], cb, table, p[GROUP_SIZE], p[BITS], ids[start:end],
+                        out[start:end])
+        else:
+            x = carray(f32_at(p[X]), (p[M], cols))
+            y = carray(f32_at(p[OUT]), (p[M], n))
+            _matvec_rows(flat, p[ROW_BYTES], cb, table, p[GROUP_SIZE], p[BITS], x, y, start,
+                         end)
+
+
+# compiled here only where the CPU has the instruction (LLVM cannot lower it elsewhere)
+task = cfunc(types.void(types.voidptr), cache=True)(_task) if available() else None
 
 
 def padded_table(cb: np.ndarray) -> np.ndarray:
