@@ -28,10 +28,7 @@ from pathlib import Path
 import torch
 
 import weightshare as ws
-from weightshare.data.chars import load_chars, windows
 from weightshare.data.mnist import load_mnist, random_shift
-from weightshare.models.charlm import CharGRU
-from weightshare.models.lenet import lenet5
 from weightshare.train.recipes import TrainConfig, run
 
 # the papers' numbers (../shared/ANCHORS.md): (error of their dense net, their error, ratio)
@@ -119,9 +116,10 @@ def run_mnist(args: argparse.Namespace, only: re.Pattern[str], out_dir: Path) ->
 
 def equal_time(model: torch.nn.Module, data: tuple, evaluation: tuple, seconds: float,
                lr: float, batch_size: int, augment=None) -> dict:  # noqa: ANN001
-    torch.manual_seed(0)
+    """Train ``model`` for ``seconds`` of wall time (Adam, cosine decay over the budget),
+    then evaluate it: parameters, steps, ms per step, loss and error."""
     run_ = ws.fit(model, data, epochs=1000, time_budget=seconds, lr=lr, batch_size=batch_size,
-                  augment=augment, progress=False)
+                  augment=augment, seed=0, progress=False)
     scores = ws.evaluate(model, evaluation)
     return {"params": sum(p.numel() for p in model.parameters()), "steps": run_.steps,
             "seconds": run_.seconds, "ms_per_step": 1000 * run_.seconds_per_step,
@@ -129,38 +127,40 @@ def equal_time(model: torch.nn.Module, data: tuple, evaluation: tuple, seconds: 
 
 
 def run_spatial(args: argparse.Namespace) -> dict:
-    """LeNet-5 against its locally connected twin, the same seconds of training each."""
+    """LeNet-5 against its locally connected twin, the same seconds of training each, on
+    the full MNIST training set; test error on the MNIST test set. The models are issue
+    12's studies' (``weightshare.study.zoo``): the twin's filters drawn independently at
+    every position, as one trains a locally connected net from scratch."""
+    from weightshare.study.zoo import conv_net, local_net
+
     data = load_mnist(args.data)
-    x = data.train_images[:2]
-    torch.manual_seed(0)
-    shared = lenet5()
-    torch.manual_seed(0)
-    twin = ws.unshare(lenet5(), x)  # filters copied to every position, then trained apart
     out = {}
-    for name, model in (("conv (shared)", shared), ("locally connected", twin)):
+    for name, build in (("conv (shared)", conv_net), ("locally connected", local_net)):
         print(f"running spatial/{name} ...", file=sys.stderr, flush=True)
-        out[name] = equal_time(model, data.train, data.test, args.twin_seconds, 1e-3, 100,
+        out[name] = equal_time(build(0), data.train, data.test, args.twin_seconds, 1e-3, 100,
                                random_shift)
         print(f"  {out[name]}", file=sys.stderr, flush=True)
     return out
 
 
 def run_temporal(args: argparse.Namespace) -> dict:
-    """A character GRU language model against its unshared twin (separate weights at each
-    of the 32 steps), the same seconds of training each; validation on held-out plays."""
-    corpus = load_chars(args.text, validation=0.1)
-    g = torch.Generator().manual_seed(0)
-    train = windows(corpus.train, 32, count=200_000, generator=g)
-    val = windows(corpus.validation, 32)
-    val = (val[0][:4000], val[1][:4000])
-    torch.manual_seed(0)
-    shared = CharGRU(len(corpus.vocab))
-    torch.manual_seed(0)
-    twin = ws.unshare(CharGRU(len(corpus.vocab)), train[0][:2])
+    """A character GRU language model against its unshared twin (its own weights at each
+    of the 32 steps), the same seconds of training each, on windows of Shakespeare's
+    training plays; validation loss and perplexity on 1,000 windows of the held-out plays.
+    Models and data splits are issue 12's recurrence study's (``study.zoo.gru_pair``,
+    ``study.lm.corpus``)."""
+    from weightshare.study import lm
+    from weightshare.study.zoo import gru_pair
+
+    length = 32
+    text = lm.corpus(Path(args.text))
+    gru, twin = gru_pair(text.vocab_size, 32, 128, length, seed=0)
+    train, val = text.train(length), text.held_out(length, 1000)
     out = {}
-    for name, model in (("GRU (shared)", shared), ("unshared GRU", twin)):
+    for name, model in (("GRU (shared)", gru), ("unshared GRU", twin)):
         print(f"running temporal/{name} ...", file=sys.stderr, flush=True)
-        r = equal_time(model, train, val, args.twin_seconds, 3e-3, 64)
+        r = equal_time(model, train, val, args.twin_seconds, 2e-3, 32)
+        r["perplexity"] = math.exp(r["loss"])
         r["bits_per_char"] = r["loss"] / math.log(2)
         out[name] = r
         print(f"  {r}", file=sys.stderr, flush=True)

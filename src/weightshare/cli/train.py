@@ -10,6 +10,7 @@ import torch
 
 from ..data.mnist import load_mnist
 from ..io.write import check_output_path
+from ..methods.soft.prior import SCALES
 from ..models.lenet import MODELS
 from ..train.recipes import SHARINGS, TrainConfig, run
 from .common import common_options, emit, field_default, field_help
@@ -82,9 +83,15 @@ def _text(r: dict) -> str:
 @click.option("--prior-weight-end", **_opt("prior_weight_end", float))
 @click.option("--zero-mixing", **_opt("zero_mixing", float))
 @click.option("--zero-std", **_opt("zero_std", float))
+@click.option("--zero-std-start", **_opt("zero_std_start", float))
 @click.option("--soft-biases/--no-soft-biases", default=field_default(TrainConfig, "soft_biases"),
               show_default=True, help=field_help(TrainConfig, "soft_biases"))
 @click.option("--soft-epochs", **_opt("soft_epochs", float))
+@click.option("--soft-scale", type=click.Choice(SCALES), default=field_default(
+              TrainConfig, "soft_scale"), show_default=True,
+              help=field_help(TrainConfig, "soft_scale"))
+@click.option("--soft-every", **_opt("soft_every", int))
+@click.option("--soft-harden", **_opt("soft_harden", int))
 @click.option("--entropy", is_flag=True, help=field_help(TrainConfig, "entropy"))
 @click.option("--validation", **_opt("validation", int))
 @click.option("--init", type=click.Path(dir_okay=False), default=None,

@@ -44,7 +44,8 @@ from ..io.write import check_output_path
 from ..methods.codebook import ClusterConfig, cluster_
 from ..methods.hash import hash_
 from ..methods.prune import GradualPruning
-from ..methods.soft import AnnealPrior, SoftSharingPrior, soft_to_codebook_
+from ..methods.soft import AnnealPrior, HardenZero, SoftSharingPrior, soft_to_codebook_
+from ..methods.soft.prior import SCALES
 from ..models.lenet import MODELS, build, equal_size, rebuild, widths
 from .loop import evaluate, fit
 
@@ -53,12 +54,12 @@ FROM_DENSE = ("prune-cluster", "soft")  # rows that start from a trained dense n
 
 # the settings each network trains best with (None in a TrainConfig field means these)
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "lenet300": {"epochs": 20, "sparsity": 0.95, "prune_epochs": 40, "soft_epochs": 15,
-                 "finetune_epochs": 3, "zero_std": 0.03, "prior_weight_end": 1e-4},
+    "lenet300": {"epochs": 20, "sparsity": 0.95, "prune_epochs": 40, "soft_epochs": 30,
+                 "finetune_epochs": 3, "zero_std": 0.0375, "prior_weight_end": 5e-6},
     # a LeNet-5 step costs ~8x a LeNet-300-100 step on one core: fewer epochs keep every
     # row within 15 minutes of one shared core
-    "lenet5": {"epochs": 10, "sparsity": 0.96, "prune_epochs": 10, "soft_epochs": 8,
-               "finetune_epochs": 2, "zero_std": 0.03, "prior_weight_end": 1e-4},
+    "lenet5": {"epochs": 10, "sparsity": 0.96, "prune_epochs": 10, "soft_epochs": 16,
+               "finetune_epochs": 2, "zero_std": 0.035, "prior_weight_end": 5e-6},
 }
 
 
@@ -115,6 +116,19 @@ class TrainConfig:
         "soft: the biases share the codebook too (else they stay fp32)"))
     soft_epochs: float | None = field(default=None, metadata=_help(
         "soft: epochs of training with the prior [default: per model]"))
+    zero_std_start: float | None = field(default=None, metadata=_help(
+        "soft: widen the zero component from this standard deviation to zero_std over "
+        "the first 70% of the run (geometrically); none: zero_std from the start "
+        "[default: per model]"))
+    soft_scale: str = field(default="none", metadata=_help(
+        "soft: none (the raw weights, one codebook for all layers) or layer (the prior "
+        "sees each layer in units of its RMS; one codebook per layer)"))
+    soft_harden: int = field(default=50, metadata=_help(
+        "soft: every k steps, weights the zero component claims become exact zeros and "
+        "stay zero (HardenZero); 0: only at the final snap"))
+    soft_every: int = field(default=4, metadata=_help(
+        "soft: evaluate the prior every k-th step, k times as strong (the same pull, k "
+        "times cheaper)"))
     entropy: bool = field(default=False, metadata=_help(
         "entropy-code the stored codes and gaps (Deep Compression's Huffman stage; needs "
         "the constriction package); the fixed-width size is reported too"))
@@ -136,13 +150,20 @@ class TrainConfig:
             raise ConfigError(f"sparsity must be a fraction 0 <= s < 1, got {self.sparsity!r}")
         if self.finetune_epochs is not None and self.finetune_epochs < 0:
             raise ConfigError(f"finetune_epochs must be >= 0, got {self.finetune_epochs!r}")
-        for name in ("epochs", "prune_epochs", "soft_epochs", "zero_std"):
+        for name in ("epochs", "prune_epochs", "soft_epochs", "zero_std", "zero_std_start"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{name} must be > 0, got {value!r}")
         end = self.prior_weight_end
         if not (self.prior_weight > 0 and (end is None or end > 0)):
             raise ConfigError("prior_weight and prior_weight_end must be > 0")
+        if self.soft_scale not in SCALES:
+            raise ConfigError(f"soft_scale must be one of {', '.join(SCALES)}, got "
+                              f"{self.soft_scale!r}")
+        if self.soft_harden < 0:
+            raise ConfigError(f"soft_harden must be >= 0, got {self.soft_harden!r}")
+        if self.soft_every < 1:
+            raise ConfigError(f"soft_every must be >= 1, got {self.soft_every!r}")
         if self.validation < 0 or self.batch_size < 1:
             raise ConfigError("validation must be >= 0, batch_size >= 1")
 
@@ -242,16 +263,25 @@ def _deep_compression(model: nn.Module, config: TrainConfig, train: Any,
 
 
 def _soft(model: nn.Module, config: TrainConfig, train: Any, result: dict[str, Any]) -> None:
+    # the nonzero components' mixing proportions stay equal (learning-rate multiplier 0):
+    # learned, they collapse onto a few components within minutes of training
     prior = SoftSharingPrior(model, config.components, weight=config.prior_weight,
                              zero_mixing=config.zero_mixing, zero_std=config.zero_std,
-                             biases=config.soft_biases)
-    anneal = AnnealPrior(prior, config.prior_weight, config.prior_weight_end)  # type: ignore[arg-type]
+                             biases=config.soft_biases, scale=config.soft_scale,
+                             every=config.soft_every, lrs=(0.2, 6.0, 0.0))
+    ramp = None if config.zero_std_start is None else (config.zero_std_start, config.zero_std)
+    anneal = AnnealPrior(prior, config.prior_weight, config.prior_weight_end,  # type: ignore[arg-type]
+                         zero_std=ramp)  # type: ignore[arg-type]
+    callbacks: list[Any] = [anneal]
+    if config.soft_harden:
+        callbacks.append(HardenZero(model, prior, config.soft_harden))
     # a constant learning rate: the prior is strongest at the end, where a decayed rate
     # would leave the weights where they are
     train(model, config.soft_epochs, config.lr / 2, config.seed + 1, regularizers=[prior],
-          callbacks=[anneal], schedule="constant")
+          callbacks=callbacks, schedule="constant")
     soft_to_codebook_(model, prior)
     if config.finetune_epochs:
+        # the shared values only (codes and zeros fixed): the codebooks and the biases
         train(model, config.finetune_epochs, config.lr / 4, config.seed + 2)
 
 

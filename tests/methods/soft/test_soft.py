@@ -158,3 +158,137 @@ def test_bad_prior_settings():
             p.zero_()
     with pytest.raises(DataError, match="all zero"):
         ws.SoftSharingPrior(model)
+
+
+def test_a_layer_scaled_prior_sees_every_layer_in_its_own_units():
+    """A layer ten times larger (ReLU networks compute the same function when one layer
+    shrinks and the next grows) changes nothing for the layer-scaled prior; one raw
+    prior over all layers would let its zero component claim most of the smaller layer."""
+    big = mlp()
+    with torch.no_grad():
+        big[2].weight.mul_(10.0)
+    layer = [ws.SoftSharingPrior(m, components=5, zero_std=0.3, scale="layer")
+             for m in (mlp(), big)]
+    assert torch.allclose(layer[0].means, layer[1].means)
+    assert layer[0](mlp()).item() == pytest.approx(layer[1](big).item(), rel=1e-5)
+
+    def claimed(prior: ws.SoftSharingPrior, model: torch.nn.Module) -> list[float]:
+        return [float((prior.responsibilities(w.detach().reshape(-1)).argmax(1) == 0)
+                      .float().mean()) for w in prior.seen_weights(model)]
+
+    assert claimed(layer[0], mlp()) == claimed(layer[1], big)
+    raw = ws.SoftSharingPrior(big, components=5, zero_std=0.03)
+    fractions = claimed(raw, big)
+    assert fractions[0] > 3 * fractions[1]  # the raw prior treats the layers unequally
+
+
+def test_layer_scaled_snapping_gives_each_layer_its_own_codebook(tmp_path):
+    model = mlp()
+    with torch.no_grad():
+        model[4].weight.mul_(50.0)  # a layer on its own scale gets its own codebook
+    prior = ws.SoftSharingPrior(model, components=5, scale="layer", weight=3e-3,
+                                zero_mixing=0.9)
+    x = torch.randn(256, 32, generator=torch.Generator().manual_seed(0))
+    y = (x[:, :10]).argmax(1)
+    ws.fit(model, (x, y), epochs=10, batch_size=32, lr=2e-3, regularizers=[prior],
+           progress=False)
+    codes = prior.responsibilities(torch.cat(
+        [w.detach().reshape(-1) for w in prior.seen_weights(model)])).argmax(1)
+    ws.soft_to_codebook_(model, prior)
+    layers = [model[i] for i in (0, 2, 4)]
+    books = [m.parametrizations.weight.original for m in layers]
+    assert books[0] is not books[1] and books[1] is not books[2]
+    assert float(books[2].detach().abs().max()) > 10 * float(books[1].detach().abs().max())
+    start = 0
+    for m in layers:  # each weight went to the component that was most responsible for it
+        n = m.weight.numel()
+        assert torch.equal(m.weight.detach().reshape(-1) == 0, codes[start:start + n] == 0)
+        assert m.weight.detach().unique().numel() <= 5
+        start += n
+    path = ws.save(model, tmp_path / "layer.safetensors")
+    loaded = ws.load(path, mlp(seed=5))
+    assert torch.equal(loaded(x), model.eval()(x))
+
+
+def test_a_layer_without_members_of_a_component_keeps_its_scaled_mean():
+    from weightshare.methods.soft.snap import _codebook
+
+    flat = torch.tensor([0.0, 1.0, 3.0, 0.0])
+    codes = torch.tensor([0, 1, 1, 0])  # code 2 unused in this layer
+    book = _codebook(flat, codes, 2, torch.tensor([1.5, 7.0]))
+    assert book.tolist() == [[2.0, 7.0, 7.0]]  # member mean, fallback, padding
+
+
+def test_bad_scale():
+    with pytest.raises(ConfigError, match="scale"):
+        ws.SoftSharingPrior(mlp(), scale="global")
+
+
+def test_anneal_widens_the_zero_component_geometrically(tiny_mlp):
+    from weightshare.methods.soft import AnnealPrior
+    from weightshare.train.hooks import StepInfo
+
+    prior = ws.SoftSharingPrior(tiny_mlp, components=3, zero_std=0.05)
+    anneal = AnnealPrior(prior, 1e-6, 1e-4, zero_std=(0.01, 0.05), ramp=0.5)
+    assert prior.zero_std == 0.01
+    widths = []
+    for step in range(0, 11):
+        anneal(StepInfo(step, 0.0, tiny_mlp, 0.0, 1e-3, total=10))
+        widths.append(prior.zero_std)
+    assert widths[0] == pytest.approx(0.01) and widths[5:] == [pytest.approx(0.05)] * 6
+    assert widths == sorted(widths)  # only ever wider
+    assert widths[2] / widths[1] == pytest.approx(widths[4] / widths[3])  # geometric
+    _, precision, _ = prior.mixture()
+    assert precision[0].item() == pytest.approx(1 / 0.05**2)
+    with pytest.raises(ConfigError, match="fixed zero_std"):
+        AnnealPrior(ws.SoftSharingPrior(mlp(), components=3), 1e-6, 1e-4, zero_std=(0.01, 0.05))
+
+
+def test_harden_zero_makes_the_zero_claims_exact_and_keeps_them(tiny_mlp):
+    from weightshare.methods.soft import HardenZero
+
+    prior = ws.SoftSharingPrior(tiny_mlp, components=5, zero_std=0.03, weight=1e-3)
+    harden = HardenZero(tiny_mlp, prior, every=5)
+    x, y = torch.randn(64, 32), torch.randint(0, 10, (64,))
+    ws.fit(tiny_mlp, (x, y), epochs=2, batch_size=16, lr=1e-2, regularizers=[prior],
+           callbacks=[harden], progress=False)
+    zeros = [tiny_mlp[i].weight.detach() == 0 for i in (0, 2, 4)]
+    assert harden.masks is not None and 0 < harden.sparsity() < 1
+    assert all(torch.equal(z, ~m) for z, m in zip(zeros, harden.masks))
+    claimed = prior.responsibilities(torch.cat([w.detach().reshape(-1) for w in
+                                                prior.seen_weights(tiny_mlp)])).argmax(1) == 0
+    assert bool(claimed[torch.cat([z.reshape(-1) for z in zeros])].all())
+    ws.fit(tiny_mlp, (x, y), epochs=1, batch_size=16, lr=1e-2, regularizers=[prior],
+           callbacks=[harden], progress=False)  # zeros stay zero, more may join
+    assert all(bool((tiny_mlp[i].weight.detach()[z] == 0).all()) for i, z in zip((0, 2, 4),
+                                                                                 zeros))
+    ws.soft_to_codebook_(tiny_mlp, prior)  # the snap keeps every hardened zero
+    assert all(bool((tiny_mlp[i].weight.detach()[z] == 0).all()) for i, z in zip((0, 2, 4),
+                                                                                 zeros))
+    with pytest.raises(ConfigError, match="every"):
+        HardenZero(tiny_mlp, prior, every=0)
+
+
+def test_harden_zero_holds_the_surest_claims_first(tiny_mlp):
+    from weightshare.methods.soft import HardenZero
+
+    prior = ws.SoftSharingPrior(tiny_mlp, components=5, zero_std=0.05)
+    flat = torch.cat([w.detach().reshape(-1) for w in prior.weights_of(tiny_mlp)])
+    claimed = int((prior.responsibilities(flat).argmax(1) == 0).sum())
+    harden = HardenZero(tiny_mlp, prior)
+    harden.update(0.5)
+    harden.apply()
+    after = torch.cat([w.detach().reshape(-1) for w in prior.weights_of(tiny_mlp)])
+    held = after == 0
+    assert int(held.sum()) == round(0.5 * claimed)
+    # the surest claims first: every held weight had log-odds for the zero component at
+    # least those of every claimed weight left free (on each side of 0: the smaller)
+    with torch.no_grad():
+        margin = harden._margin(flat)
+    free_claimed = (margin > 0) & ~held
+    assert float(margin[held].min()) >= float(margin[free_claimed].max())
+    for side in (flat > 0, flat < 0):
+        assert float(flat[held & side].abs().max()) <= float(flat[free_claimed & side].abs().min())
+    harden.update(1.0)
+    harden.apply()
+    assert harden.sparsity() == pytest.approx(claimed / flat.numel())

@@ -2,7 +2,8 @@
 values during training (``SoftSharingPrior``, a regulariser for ``train.fit``); at the
 end ``soft_to_codebook_`` turns them into zero-sharing codebook weights."""
 
+from .harden import HardenZero
 from .prior import AnnealPrior, SoftSharingPrior
 from .snap import soft_to_codebook_
 
-__all__ = ["AnnealPrior", "SoftSharingPrior", "soft_to_codebook_"]
+__all__ = ["AnnealPrior", "HardenZero", "SoftSharingPrior", "soft_to_codebook_"]

@@ -31,6 +31,20 @@ from ...errors import ConfigError, DataError
 from ..prune.cluster import zero_kmeans
 
 _LOG_2PI = math.log(2 * math.pi)
+SCALES = ("none", "layer")
+
+
+def zero_reach(zero_std: float, zero_mixing: float, others: int) -> float:
+    """How far from 0 the zero component claims weights from a component of its own width
+    at the others' proportion: ``zero_std * sqrt(2 log(zero_mixing * others /
+    (1 - zero_mixing)))`` (at least ``2 * zero_std``).
+
+    Example:
+        >>> round(zero_reach(0.03, 0.999, 16) / 0.03, 2)
+        4.4
+    """
+    odds = zero_mixing * others / (1 - zero_mixing)
+    return zero_std * max(2.0, math.sqrt(2 * math.log(odds)) if odds > 1 else 0.0)
 
 
 class _MixtureLogLikelihood(torch.autograd.Function):
@@ -87,7 +101,15 @@ class SoftSharingPrior(nn.Module):
     nonzero components and of the zero component. ``lrs``: learning-rate multipliers of
     (means, log-precisions, mixing logits) relative to the model's. ``every``: evaluate
     the term on every k-th call only, k times as strong (the same pull on average, k times
-    cheaper: the term visits every weight and component).
+    cheaper: the term visits every weight and component). ``scale``: ``"none"`` (the
+    prior sees the weights as they are, one scale for all layers, as Ullrich et al.) or
+    ``"layer"`` (it sees each covered tensor divided by its own root mean square,
+    recomputed at every step). The layer scale makes the prior
+    blind to rescaling a layer: networks whose layers can trade scale (ReLU, max-pooling
+    and the linear convolutions of LeNet-5 are positively homogeneous) otherwise shrink a
+    whole layer into the zero component's reach, where its weights keep working while
+    tiny and are lost when snapped to exactly zero. Means and standard deviations are
+    then in units of each layer's RMS, and each layer gets its own codebook at snapping.
 
     Example:
         >>> import torch
@@ -104,8 +126,11 @@ class SoftSharingPrior(nn.Module):
                  zero_gamma: tuple[float, float] = (5000.0, 2.0),
                  lrs: tuple[float, float, float] = (0.2, 6.0, 6.0), every: int = 1,
                  init: str = "kmeans", zero_std: float | None = None,
-                 biases: bool = False) -> None:
+                 biases: bool = False, scale: str = "none") -> None:
         super().__init__()
+        if scale not in SCALES:
+            raise ConfigError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+        self.scale = scale
         if isinstance(components, bool) or not isinstance(components, int) or components < 2:
             raise ConfigError(f"components must be an integer >= 2 (zero + at least one "
                               f"shared value), got {components!r}")
@@ -129,8 +154,10 @@ class SoftSharingPrior(nn.Module):
         self.weight, self.zero_mixing = float(weight), float(zero_mixing)
         self.gamma, self.zero_gamma, self.lrs = tuple(gamma), tuple(zero_gamma), tuple(lrs)
         with torch.no_grad():
-            w = torch.cat([dense_weight(model.get_submodule(n) if n else model, a).detach()
-                           .reshape(-1) for n, a in self.tensors])
+            # each layer's unit: its RMS when the prior is made (a constant from then on)
+            self.scales = [float(t.square().mean().sqrt().clamp_min(1e-12))
+                           if scale == "layer" else 1.0 for t in self.weights_of(model)]
+            w = torch.cat([t.reshape(-1) for t in self.seen_weights(model)])
             span = float(w.abs().max())
         if not span > 0 or not math.isfinite(span):
             raise DataError(f"the chosen weights are all zero or not finite (max |w| = {span}); "
@@ -141,7 +168,12 @@ class SoftSharingPrior(nn.Module):
             # trained weights are small; an even grid would leave them between components)
             # with a fixed zero_std the zero component claims the small weights: the others
             # start outside its reach, or they collapse onto zero and compete with it
-            outside = w[w.abs() > 2 * zero_std] if zero_std is not None else w
+            # beyond the zero component's reach: where a component as wide as it, at
+            # the nonzero components' proportion, would still lose to it at its own mean
+            # (with zero_mixing 0.999 and 16 others that is 4.4 zero_std; one placed
+            # nearer is swallowed and the survivors share fewer values)
+            outside = w[w.abs() > zero_reach(zero_std, zero_mixing, k)] \
+                if zero_std is not None else w
             fit_on = outside if outside.numel() >= k else w
             centers, codes = zero_kmeans(fit_on.double(), k)
             means = centers.float()
@@ -170,6 +202,14 @@ class SoftSharingPrior(nn.Module):
         """The covered tensors of ``model`` (as the layers compute with them), in the order
         of ``tensors``."""
         return [dense_weight(model.get_submodule(n) if n else model, a) for n, a in self.tensors]
+
+    def seen_weights(self, model: nn.Module) -> list[torch.Tensor]:
+        """The covered tensors as the prior sees them: as they are, or (``scale="layer"``)
+        each divided by its current root mean square."""
+        weights = self.weights_of(model)
+        if self.scale == "none":
+            return weights
+        return [w / s for w, s in zip(weights, self.scales)]
 
     def log_precisions(self) -> torch.Tensor:
         """log lambda of all components, zero first (its entry fixed when ``zero_std``)."""
@@ -211,7 +251,7 @@ class SoftSharingPrior(nn.Module):
         self.calls += 1
         if (self.calls - 1) % self.every:
             return self.means.new_zeros(())
-        w = torch.cat([t.reshape(-1) for t in self.weights_of(model)])
+        w = torch.cat([t.reshape(-1) for t in self.seen_weights(model)])
         return -self.weight * self.every * (self.log_likelihood(w) + self.log_hyperprior())
 
     @torch.no_grad()
@@ -226,7 +266,7 @@ class SoftSharingPrior(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"components={len(self.means) + 1}, covers={len(self.tensors)} tensors, "
-                f"weight={self.weight:g}, zero_mixing={self.zero_mixing}")
+                f"weight={self.weight:g}, zero_mixing={self.zero_mixing}, scale={self.scale}")
 
 
 class AnnealPrior:
@@ -238,6 +278,13 @@ class AnnealPrior:
     components, so snapping them (``soft_to_codebook_``) costs little: the deterministic
     annealing of soft-to-hard quantisation.
 
+    ``zero_std=(first, last)`` (a prior with a fixed ``zero_std``) also widens the zero
+    component geometrically from ``first`` to ``last`` over the first ``ramp`` of the
+    run: its width decides which weights it claims, so a wide one from the start prunes
+    them all at once and the network has no time to move what they did into the weights
+    that stay. (Trained weights crowd around zero: a width growing by a constant factor
+    claims them at a roughly even pace, as gradual pruning does.)
+
     Example:
         >>> import torch
         >>> m = torch.nn.Linear(4, 4)
@@ -248,12 +295,25 @@ class AnnealPrior:
         0.0001
     """
 
-    def __init__(self, prior: SoftSharingPrior, start: float, end: float) -> None:
+    def __init__(self, prior: SoftSharingPrior, start: float, end: float,
+                 zero_std: tuple[float, float] | None = None, ramp: float = 0.7) -> None:
         if not (start > 0 and end > 0):
             raise ConfigError(f"start and end must be > 0, got {start!r}, {end!r}")
+        if zero_std is not None:
+            if prior.zero_std is None:
+                raise ConfigError("zero_std=(first, last) needs a prior with a fixed zero_std")
+            if not (len(zero_std) == 2 and all(z > 0 for z in zero_std)):
+                raise ConfigError(f"zero_std must be two widths > 0, got {zero_std!r}")
+            if not 0 < ramp <= 1:
+                raise ConfigError(f"ramp must be a fraction in (0, 1], got {ramp!r}")
+            prior.zero_std = float(zero_std[0])
         self.prior, self.start, self.end = prior, float(start), float(end)
+        self.zero_std, self.ramp = zero_std, float(ramp)
         prior.weight = self.start
 
     def __call__(self, info: Any) -> None:
         done = min(info.step / max(info.total or info.step, 1), 1.0)
         self.prior.weight = self.start * (self.end / self.start) ** done
+        if self.zero_std is not None:
+            first, last = self.zero_std
+            self.prior.zero_std = first * (last / first) ** min(done / self.ramp, 1.0)

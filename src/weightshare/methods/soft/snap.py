@@ -9,6 +9,9 @@ surviving component's value becomes the mean of its members (least squares); the
 component stays exactly zero. The result is one zero-sharing codebook
 (``ZeroCodebookWeight``) shared by every covered layer: stored once, its codes at
 ``ceil(log2(components))`` bits, only the nonzeros' positions kept where that is smaller.
+A prior with ``scale="layer"`` sees each layer in units of its own RMS: the codes are
+still the components, but each layer gets its own codebook (the mean of the layer's
+members of each component; ``4 * 2**bits`` bytes a layer).
 """
 
 from __future__ import annotations
@@ -49,10 +52,11 @@ def soft_to_codebook_(model: nn.Module, prior: SoftSharingPrior, merge: float = 
     """
     weights = prior.weights_of(model)
     flat = torch.cat([w.detach().reshape(-1) for w in weights])
+    seen = torch.cat([w.detach().reshape(-1) for w in prior.seen_weights(model)])
     means, precision, _ = prior.mixture()
     # most responsible component of every weight, in chunks to bound the (n, K) matrix
     chosen = torch.cat([prior.responsibilities(chunk).argmax(1)
-                        for chunk in flat.split(1 << 18)])
+                        for chunk in seen.split(1 << 18)])
     k = means.numel()
     counts = torch.bincount(chosen, minlength=k)
     # merge neighbours whose distributions collapsed onto each other (sorted by mean):
@@ -76,25 +80,47 @@ def soft_to_codebook_(model: nn.Module, prior: SoftSharingPrior, merge: float = 
         raise DataError("every component of the prior collapsed into zero: all weights would be "
                         "0; narrow the zero component (zero_std, --zero-std), lower the prior's "
                         "weight or zero_mixing, or train longer before snapping")
-    values = torch.stack([flat[merged == c].double().mean() for c in survivors])
+    # codes ordered by value (as the prior sees it: per layer, the same order everywhere)
+    values = torch.stack([seen[merged == c].double().mean() for c in survivors])
     order_by_value = values.argsort()
-    values = values[order_by_value]
     code_of = torch.zeros(k, dtype=torch.int64)
     for code, idx in enumerate(order_by_value.tolist(), start=1):
         code_of[survivors[idx]] = code
     codes_flat = code_of[merged]
     bits = max(1, math.ceil(math.log2(len(survivors) + 1)))
-    table = values.to(flat.dtype)
-    if len(survivors) < (1 << bits) - 1:  # pad unused entries with the last value
-        table = torch.cat([table, table[-1:].expand((1 << bits) - 1 - len(survivors))])
-    codebook = nn.Parameter(table.reshape(1, -1).to(flat.device))
+    shared_book = None if prior.scale == "layer" else _codebook(flat, codes_flat, bits)
     start = 0
-    for (name, attr), w in zip(prior.tensors, weights):
+    for (name, attr), w, scale in zip(prior.tensors, weights, prior.scales):
         module = model.get_submodule(name) if name else model
-        codes = codes_flat[start:start + w.numel()].reshape(w.shape)
+        span = slice(start, start + w.numel())
         start += w.numel()
+        codes = codes_flat[span].reshape(w.shape)
+        # a component no weight of this layer chose keeps its mean, in the layer's units
+        codebook = shared_book if shared_book is not None else _codebook(
+            flat[span], codes_flat[span], bits, values[order_by_value] * scale)
         shared = ZeroCodebookWeight(codes.to(w.device), bits)
         attach(module, attr, shared, codebook)
         for alias in prior.aliases.get(name, ()) if attr == "weight" else ():
             attach(model.get_submodule(alias), "weight", shared, codebook)  # stays one weight
     return model
+
+
+def _codebook(flat: torch.Tensor, codes: torch.Tensor, bits: int,
+              fallback: torch.Tensor | None = None) -> nn.Parameter:
+    """The (1, 2**bits - 1) table: entry c - 1 is the mean of the weights coded c (least
+    squares), ``fallback[c - 1]`` (or the nearest filled entry) where none is; unused
+    entries past the last code repeat the last value."""
+    used = int(codes.max()) if codes.numel() else 0
+    used = max(used, 0 if fallback is None else fallback.numel())
+    sums = torch.zeros(used + 1, dtype=torch.float64).index_add_(0, codes, flat.double())
+    counts = torch.bincount(codes, minlength=used + 1)[:used + 1]
+    table = sums[1:] / counts[1:].clamp_min(1)
+    empty = counts[1:] == 0
+    if fallback is not None:
+        table[empty] = fallback.double()[empty]
+    elif bool(empty.any()):  # (only the shared book: every code there has members)
+        raise AssertionError("a code without members")
+    table = table.to(flat.dtype)
+    if table.numel() < (1 << bits) - 1:  # pad unused entries with the last value
+        table = torch.cat([table, table[-1:].expand((1 << bits) - 1 - table.numel())])
+    return nn.Parameter(table.reshape(1, -1).to(flat.device))
