@@ -44,7 +44,7 @@ def test_every_sharing_writes_a_file_whose_bytes_give_the_ratio(tiny_mnist, tmp_
         "prune-cluster": ["--sharing", "prune-cluster", "--init", str(dense), "--prune-epochs",
                           "1", "--sparsity", "0.9", "--finetune-epochs", "1", "--bits", "4"],
         "soft": ["--sharing", "soft", "--init", str(dense), "--soft-epochs", "1",
-                 "--finetune-epochs", "1", "--zero-std", "0.005"],
+                 "--finetune-epochs", "1", "--zero-std", "0.005", "--soft-decay", "0.5"],
     }
     kinds = {"hash": "hash", "small": "dense", "prune-cluster": "zero-codebook",
              "soft": "zero-codebook"}
@@ -77,6 +77,8 @@ def test_text_output_names_error_bytes_ratio(tiny_mnist, tmp_path, capsys):
     (["lenet300", "--data", "DATA", "--sharing", "soft", "--init", "none.safetensors"],
      "is not a file"),
     (["lenet7", "--data", "DATA"], "lenet7"),
+    (["lenet300", "--data", "DATA", "--sharing", "soft", "--soft-decay", "1.5"],
+     "soft_decay must be a fraction"),
 ])
 def test_errors_are_one_line_exit_1_nothing_written(args, message, tiny_mnist, tmp_path,
                                                     capsys, monkeypatch):
@@ -95,3 +97,35 @@ def test_not_mnist_shaped_data(tmp_path, capsys):
     code, _, err = run(["train", "lenet5", "--data", str(bad), "-o",
                         str(tmp_path / "x.safetensors")], capsys)
     assert code == 1 and "MNIST's are (N, 28, 28)" in err
+
+
+def test_soft_refit_clusters_each_layer_to_its_bits_and_keeps_the_zeros(tiny_mnist, tmp_path):
+    from weightshare.train.recipes import TrainConfig, run
+
+    dense = tmp_path / "dense.safetensors"
+    run(TrainConfig(model="lenet300", epochs=1, batch_size=40), tiny_mnist, dense,
+        progress=False)
+    base = dict(model="lenet300", sharing="soft", soft_epochs=1, finetune_epochs=1,
+                zero_std=0.005, batch_size=40)
+    plain = run(TrainConfig(**base, soft_refit=0), tiny_mnist, tmp_path / "a.safetensors",
+                init=dense, progress=False)
+    refit = run(TrainConfig(**base, soft_refit=1, soft_refit_bits="fc1=2,3"), tiny_mnist,
+                tmp_path / "b.safetensors", init=dense, progress=False)
+    assert refit["kinds"] == ["dense", "zero-codebook"]
+    before = ws.materialize_(load_row(plain["output"]))
+    after = ws.materialize_(load_row(refit["output"]))
+    for name, bits in (("fc1", 2), ("fc2", 3), ("fc3", 3)):
+        w0, w1 = getattr(before, name).weight, getattr(after, name).weight
+        assert w1.unique().numel() <= 2 ** bits, name  # the pinned zero included
+        assert bool((w1[w0 == 0] == 0).all()), name  # the prior's zeros stay zeros
+
+
+def test_soft_refit_bits_are_checked():
+    from weightshare.errors import ConfigError
+    from weightshare.train.recipes import TrainConfig
+
+    for bad in ("fc1=x,3", "=2,3", "9", "fc1=2"):
+        with pytest.raises(ConfigError, match="soft_refit_bits"):
+            TrainConfig(sharing="soft", soft_refit_bits=bad)
+    with pytest.raises(ConfigError, match="soft_refit must be"):
+        TrainConfig(sharing="soft", soft_refit=-1)

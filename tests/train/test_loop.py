@@ -46,6 +46,16 @@ def test_time_budget_and_sequence_targets():
     assert 0 <= ws.evaluate(lm, (ids, ids))["error"] <= 1
 
 
+def test_decay_start_holds_the_rate_then_decays_it_to_zero():
+    lrs: list[float] = []
+    ws.fit(mlp(), data(), epochs=1, batch_size=16, lr=1e-2, schedule="linear",
+           decay_start=0.5, callbacks=[lambda info: lrs.append(info.lr)], progress=False)
+    assert lrs[:4] == [1e-2] * 4  # the first half of the 8 steps: constant
+    assert lrs[4:] == pytest.approx([1e-2, 7.5e-3, 5e-3, 2.5e-3])  # then linear toward 0
+    with pytest.raises(ConfigError, match="decay_start"):
+        ws.fit(mlp(), data(), decay_start=1.0)
+
+
 def test_bad_input_is_refused():
     with pytest.raises(DataError, match="pair of tensors"):
         ws.fit(mlp(), [1, 2, 3])

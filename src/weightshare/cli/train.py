@@ -90,6 +90,9 @@ def _text(r: dict) -> str:
 @click.option("--soft-scale", type=click.Choice(SCALES), default=field_default(
               TrainConfig, "soft_scale"), show_default=True,
               help=field_help(TrainConfig, "soft_scale"))
+@click.option("--soft-decay", **_opt("soft_decay", float))
+@click.option("--soft-refit", **_opt("soft_refit", float))
+@click.option("--soft-refit-bits", **_opt("soft_refit_bits", str))
 @click.option("--soft-every", **_opt("soft_every", int))
 @click.option("--soft-harden", **_opt("soft_harden", int))
 @click.option("--entropy", is_flag=True, help=field_help(TrainConfig, "entropy"))

@@ -50,7 +50,8 @@ class FitResult:
 def fit(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], *, epochs: float = 1,
         time_budget: float | None = None, batch_size: int = 100, lr: float = 1e-3,
         optimizer: str = "adam", momentum: float = 0.9, weight_decay: float = 0.0,
-        schedule: str = "cosine", seed: int = 0, augment: Augment | None = None,
+        schedule: str = "cosine", decay_start: float = 0.0, seed: int = 0,
+        augment: Augment | None = None,
         loss: Loss | None = None, regularizers: Sequence[Regularizer] = (),
         callbacks: Sequence[StepCallback] = (), params: Sequence[nn.Parameter] | None = None,
         progress: bool | None = None, desc: str = "train",
@@ -59,6 +60,8 @@ def fit(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], *, epochs: fl
 
     ``epochs`` passes over the data (a fraction allowed), or fewer when ``time_budget``
     seconds run out first; the learning rate decays over whichever ends the run.
+    ``decay_start``: the fraction of the run the rate stays constant before ``schedule``
+    starts its decay over the rest (0: from the start).
     ``loss(outputs, targets)``: cross-entropy by default (outputs (..., classes),
     targets (...) class indices: classifiers and language models alike). ``params``:
     the tensors to train (default: every parameter that requires grad). ``augment(x,
@@ -85,6 +88,8 @@ def fit(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], *, epochs: fl
         raise ConfigError(f"unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
     if schedule not in SCHEDULES:
         raise ConfigError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
+    if not 0 <= decay_start < 1:
+        raise ConfigError(f"decay_start must be a fraction in [0, 1), got {decay_start!r}")
     groups = _param_groups(model, params, regularizers, lr)
     opt: torch.optim.Optimizer
     if optimizer == "adam":
@@ -110,7 +115,8 @@ def fit(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], *, epochs: fl
                     break
                 done = max(step / total, elapsed / time_budget if time_budget else 0.0)
                 for group, lr0 in zip(opt.param_groups, base):
-                    group["lr"] = lr0 * lr_factor(schedule, done)
+                    group["lr"] = lr0 * lr_factor(
+                        schedule, (done - decay_start) / (1.0 - decay_start))
                 idx = order[i * batch_size:(i + 1) * batch_size]
                 xb, yb = x[idx], y[idx]
                 if augment is not None:

@@ -14,7 +14,10 @@ these; a study can call them too.
   (``ClusterConfig(zero=True)``), then fine-tuning the codebooks with the mask kept;
 * ``soft``: soft weight sharing from a trained dense network: training with a
   ``SoftSharingPrior``, snapping to its components (``soft_to_codebook_``), then a short
-  fine-tuning of the shared values.
+  fine-tuning of the shared values; with ``soft_refit`` (LeNet-300-100's default) the
+  survivors then train freely with the prior's zeros kept (``KeepZeros``), are clustered
+  again per layer (``soft_refit_bits``, a pinned zero) and the shared values fine-tuned
+  once more.
 
 Every row reports the test error on the MNIST test set (never trained on), the file's
 bytes on disk and the ratio to the fp32 dense file of the full network, measured from
@@ -48,6 +51,7 @@ from ..methods.soft import AnnealPrior, HardenZero, SoftSharingPrior, soft_to_co
 from ..methods.soft.prior import SCALES
 from ..models.lenet import MODELS, build, equal_size, rebuild, widths
 from .loop import evaluate, fit
+from .refit import KeepZeros, recluster_, refit_bits
 
 SHARINGS = ("none", "small", "hash", "prune-cluster", "soft")
 FROM_DENSE = ("prune-cluster", "soft")  # rows that start from a trained dense network
@@ -55,11 +59,13 @@ FROM_DENSE = ("prune-cluster", "soft")  # rows that start from a trained dense n
 # the settings each network trains best with (None in a TrainConfig field means these)
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "lenet300": {"epochs": 20, "sparsity": 0.95, "prune_epochs": 40, "soft_epochs": 30,
-                 "finetune_epochs": 3, "zero_std": 0.0375, "prior_weight_end": 5e-6},
+                 "finetune_epochs": 3, "zero_std": 0.0375, "prior_weight_end": 5e-6,
+                 "soft_decay": 0.0, "soft_refit": 10, "soft_refit_bits": "fc1=2,3"},
     # a LeNet-5 step costs ~8x a LeNet-300-100 step on one core: fewer epochs keep every
     # row within 15 minutes of one shared core
     "lenet5": {"epochs": 10, "sparsity": 0.96, "prune_epochs": 10, "soft_epochs": 16,
-               "finetune_epochs": 2, "zero_std": 0.035, "prior_weight_end": 5e-6},
+               "finetune_epochs": 2, "zero_std": 0.035, "prior_weight_end": 5e-6,
+               "soft_decay": 0.0, "soft_refit": 0, "soft_refit_bits": "3"},
 }
 
 
@@ -126,6 +132,18 @@ class TrainConfig:
     soft_harden: int = field(default=50, metadata=_help(
         "soft: every k steps, weights the zero component claims become exact zeros and "
         "stay zero (HardenZero); 0: only at the final snap"))
+    soft_decay: float | None = field(default=None, metadata=_help(
+        "soft: the learning rate decays linearly to 0 over this last fraction of the soft "
+        "run (constant before); 0: constant throughout [default: per model]"))
+    soft_refit: float | None = field(default=None, metadata=_help(
+        "soft: after the snap and fine-tuning, train the surviving weights freely for this "
+        "many epochs (the prior's zeros kept), then cluster each layer again to "
+        "soft_refit_bits with a pinned zero and fine-tune the shared values once more; "
+        "0: off [default: per model]"))
+    soft_refit_bits: str | None = field(default=None, metadata=_help(
+        "soft: bits per code of the refit's per-layer codebooks (2**bits values, zero "
+        "included): B for every layer, or LAYER=B,...,B (named layers, then the rest), "
+        "e.g. fc1=2,3) [default: per model]"))
     soft_every: int = field(default=4, metadata=_help(
         "soft: evaluate the prior every k-th step, k times as strong (the same pull, k "
         "times cheaper)"))
@@ -162,6 +180,13 @@ class TrainConfig:
                               f"{self.soft_scale!r}")
         if self.soft_harden < 0:
             raise ConfigError(f"soft_harden must be >= 0, got {self.soft_harden!r}")
+        if self.soft_decay is not None and not 0 <= self.soft_decay <= 1:
+            raise ConfigError(f"soft_decay must be a fraction in [0, 1], got "
+                              f"{self.soft_decay!r}")
+        if self.soft_refit is not None and self.soft_refit < 0:
+            raise ConfigError(f"soft_refit must be >= 0, got {self.soft_refit!r}")
+        if self.soft_refit_bits is not None:
+            refit_bits(self.soft_refit_bits)  # raises ConfigError when malformed
         if self.soft_every < 1:
             raise ConfigError(f"soft_every must be >= 1, got {self.soft_every!r}")
         if self.validation < 0 or self.batch_size < 1:
@@ -275,14 +300,25 @@ def _soft(model: nn.Module, config: TrainConfig, train: Any, result: dict[str, A
     callbacks: list[Any] = [anneal]
     if config.soft_harden:
         callbacks.append(HardenZero(model, prior, config.soft_harden))
-    # a constant learning rate: the prior is strongest at the end, where a decayed rate
-    # would leave the weights where they are
+    # a constant learning rate while the prior pulls and the zeros harden (a rate decayed
+    # early would leave the weights where they are), then, with ``soft_decay``, a linear
+    # decay to 0 over the last part of the run
+    decay = config.soft_decay or 0.0
     train(model, config.soft_epochs, config.lr / 2, config.seed + 1, regularizers=[prior],
-          callbacks=callbacks, schedule="constant")
+          callbacks=callbacks, schedule="linear" if decay else "constant",
+          decay_start=min(1.0 - decay, 0.999))
     soft_to_codebook_(model, prior)
     if config.finetune_epochs:
         # the shared values only (codes and zeros fixed): the codebooks and the biases
         train(model, config.finetune_epochs, config.lr / 4, config.seed + 2)
+    if config.soft_refit:
+        # the prior chose the zeros; the survivors, held near its few shared values, then
+        # train freely (zeros kept) and are clustered again per layer
+        recluster_(model, config.soft_refit_bits or "3",
+                   lambda: train(model, config.soft_refit, config.lr, config.seed + 3,
+                                 callbacks=[KeepZeros(model)]))
+        if config.finetune_epochs:
+            train(model, config.finetune_epochs, config.lr / 4, config.seed + 4)
 
 
 def dense_file_bytes(model: nn.Module) -> int:
