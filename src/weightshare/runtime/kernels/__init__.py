@@ -146,23 +146,28 @@ class Decoder:
         self._table = _load_avx512().padded_table(self._cb) if kind == "avx512" else None
         compiled = _avx512 if kind == "avx512" else _numba
         self._task = 0 if kind == "torch" else compiled.task.address
+        # the fields of a team task that stay for this weight and codebook: made once
+        self._params = None if kind == "torch" else team.block(
+            flat=p.flat.data_ptr(), nbytes=p.flat.numel(), row_bytes=p.row_bytes,
+            cb=self.cb.data_ptr(), groups=self.cb.shape[0], k=self.cb.shape[-1],
+            table=0 if self._table is None else self._table.ctypes.data,
+            group_size=group_size, bits=p.bits, cols=p.cols)
 
     def _on_team(self, op: int, values: int, n: int, out: torch.Tensor, r0: int = 0,
                  x: torch.Tensor | None = None) -> bool:
         """Run ``op`` over ``n`` rows on torch's threads when the call is large enough to
         share (True), else leave it to the caller's thread (False)."""
-        threads = team.threads(values)
-        if threads == 1 or self.kind == "torch":
+        if self._params is None:
             return False
-        p = self.p
-        params = team.block(op=op, flat=p.flat.data_ptr(), nbytes=p.flat.numel(),
-                            row_bytes=p.row_bytes, cb=self.cb.data_ptr(),
-                            groups=self.cb.shape[0], k=self.cb.shape[-1],
-                            table=0 if self._table is None else self._table.ctypes.data,
-                            group_size=self.group_size, bits=p.bits, r0=r0, n=n, cols=p.cols,
-                            out=out.data_ptr(), x=0 if x is None else x.data_ptr(),
-                            m=0 if x is None else x.shape[0],
-                            chunk=max(1, -(-n // (4 * threads))))
+        threads = team.threads(values)
+        if threads == 1:
+            return False
+        params = self._params.copy()  # one block per call: layers may run in several threads
+        params[team.OP], params[team.R0], params[team.N] = op, r0, n
+        params[team.OUT] = out.data_ptr()
+        if x is not None:
+            params[team.X], params[team.M] = x.data_ptr(), x.shape[0]
+        params[team.CHUNK] = max(1, -(-n // (4 * threads)))
         team.run(self._task, params, threads)
         return True
 
