@@ -139,7 +139,8 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
     """
     config = config or ClusterConfig()
     check_cluster_config(config)
-    finetune = check_quality_flags(calibration_samples, finetune_seconds, finetune_steps)
+    finetune = check_quality_flags(calibration_samples, finetune_seconds, finetune_steps,
+                                   finetune_embeddings)
     out = check_output(output if output else default_output(spec, f"{config.bits}bit"))
     texts = _texts(data, eval_data)
     source = resolve(spec)

@@ -56,6 +56,7 @@ def test_recipe_flags_given_override_the_recipe(bert_dir, tmp_path, capsys):  # 
     (["--outliers", "0.7"], "outliers must be a fraction"),
     (["--finetune-seconds", "0"], "budget of 0.0 seconds trains nothing"),
     (["--finetune-steps", "0"], "budget of 0 steps trains nothing"),
+    (["--finetune-embeddings"], "finetune_embeddings trains nothing without a fine-tuning"),
     (["--shared-codebook", "embeddings|attention", "--min-size", "0"],
      "mixes an embedding table"),
     (["--shared-codebook", "nothing_here"], "matches no selected layer"),
