@@ -123,14 +123,13 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
              finetune_embeddings: bool = False, entropy: bool = False) -> dict[str, Any]:
     """Load a model, cluster it to codebooks, save it, measure it. Returns the summary.
 
-    ``entropy``: entropy-code the codes in the file (smaller; decoded exactly on loading).
-
     ``calibrate`` (default: when the model has a tokenizer) makes the clustering
     data-aware on calibration text: the built-in calibration sentences, or the user's
     ``data`` (a text file or a directory); fidelity is measured on held-out text that
     calibration never sees (``data/split.py``): ``calibration_samples`` (32, or 128 for
     error feedback, Fisher or a budget). ``finetune_*``: then ``finetune_codebooks_``
-    (``finetune_embeddings``: its ``train_embeddings``).
+    (``finetune_embeddings``: its ``train_embeddings``). ``entropy``: entropy-code the codes
+    in the file (smaller; decoded exactly on loading).
 
     Example:
         >>> summary = compress("minilm", ClusterConfig(bits=4), "m.safetensors")  # doctest: +SKIP
