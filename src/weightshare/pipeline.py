@@ -119,7 +119,7 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
              measure: bool = True, progress: bool | None = None, data: str | Path | None = None,
              eval_data: str | Path | None = None, embed_tokenizer: bool = False,
              calibration_samples: int | None = None, finetune_seconds: float | None = None,
-             finetune_steps: int | None = None, finetune_lr: float = 1e-4,
+             finetune_steps: int | None = None, finetune_lr: float | None = None,
              finetune_embeddings: bool = False, entropy: bool = False) -> dict[str, Any]:
     """Load a model, cluster it to codebooks, save it, measure it. Returns the summary.
 
@@ -128,8 +128,8 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
     ``data`` (a text file or a directory); fidelity is measured on held-out text that
     calibration never sees (``data/split.py``): ``calibration_samples`` (32, or 128 for
     error feedback, Fisher or a budget). ``finetune_*``: then ``finetune_codebooks_``
-    (``finetune_embeddings``: its ``train_embeddings``). ``entropy``: entropy-code the codes
-    in the file (smaller; decoded exactly on loading).
+    (``finetune_embeddings``, ``finetune_lr``: its ``train_embeddings``, ``lr``). ``entropy``:
+    entropy-code the codes in the file (smaller; decoded exactly on loading).
 
     Example:
         >>> summary = compress("minilm", ClusterConfig(bits=4), "m.safetensors")  # doctest: +SKIP
@@ -139,7 +139,7 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
     config = config or ClusterConfig()
     check_cluster_config(config)
     finetune = check_quality_flags(calibration_samples, finetune_seconds, finetune_steps,
-                                   finetune_embeddings)
+                                   finetune_embeddings, finetune_lr)
     out = check_output(output if output else default_output(spec, f"{config.bits}bit"))
     texts = _texts(data, eval_data)
     source = resolve(spec)
@@ -176,8 +176,8 @@ def compress(spec: str = MINILM, config: ClusterConfig | None = None,
 
     tuned = None if teacher is None else finetune_summary(
         lm.model, teacher, texts.calibration, fidelity.score(lm.model) if fidelity else None,
-        lr=finetune_lr, seconds=finetune_seconds, steps=finetune_steps, tokenizer=lm.tokenizer,
-        train_embeddings=finetune_embeddings, progress=progress)
+        seconds=finetune_seconds, steps=finetune_steps, tokenizer=lm.tokenizer, progress=progress,
+        train_embeddings=finetune_embeddings, **({"lr": finetune_lr} if finetune_lr else {}))
 
     t0 = time.perf_counter()
     save(lm.model, out, extra=provenance(lm, embed_tokenizer), entropy=entropy)

@@ -70,15 +70,20 @@ def check_cluster(source: ModelSource, config: ClusterConfig) -> list[GroupChang
 
 
 def check_quality_flags(calibration_samples: int | None, finetune_seconds: float | None,
-                        finetune_steps: int | None, finetune_embeddings: bool = False) -> bool:
+                        finetune_steps: int | None, finetune_embeddings: bool = False,
+                        finetune_lr: float | None = None) -> bool:
     """ConfigError for a calibration count below one, a fine-tuning budget of nothing or a
     fine-tuning option without a budget; returns whether fine-tuning was asked for."""
     if calibration_samples is not None and calibration_samples < 1:
         raise ConfigError(f"calibration_samples must be >= 1, got {calibration_samples}")
+    if finetune_lr is not None and not finetune_lr > 0:  # (also: pipeline treats 0 as unset)
+        raise ConfigError(f"finetune_lr must be > 0, got {finetune_lr}")
     if finetune_seconds is None and finetune_steps is None:
-        if finetune_embeddings:
-            raise ConfigError("finetune_embeddings trains nothing without a fine-tuning "
-                              "budget: give finetune_seconds or finetune_steps too")
+        given = [name for name, value in (("finetune_embeddings", finetune_embeddings),
+                                          ("finetune_lr", finetune_lr is not None)) if value]
+        if given:
+            raise ConfigError(f"{given[0]} does nothing without a fine-tuning budget: give "
+                              "finetune_seconds or finetune_steps too")
         return False
     check_budget(finetune_seconds, finetune_steps)
     return True

@@ -13,6 +13,7 @@ from ..methods.codebook.config import (
     WEIGHTINGS,
     ClusterConfig,
 )
+from ..methods.codebook.finetune import finetune_codebooks_
 from ..methods.codebook.recipes import CALIBRATION_SAMPLES, RECIPES
 from ..pipeline import compress as run
 from .common import (
@@ -110,9 +111,9 @@ def _text(r: dict) -> str:
                    "this many seconds (on the calibration text: built-in sentences or --data).")
 @click.option("--finetune-steps", type=int, default=None,
               help="Fine-tuning budget in optimizer steps (with or instead of seconds).")
-@click.option("--finetune-lr", type=float, default=param_default(run, "finetune_lr"),
-              show_default=True,
-              help="Learning rate of codebook fine-tuning (2e-3 measured best at 2 bits).")
+@click.option("--finetune-lr", type=float, default=None,
+              help="Learning rate of codebook fine-tuning (2e-3 measured best at 2 bits) "
+                   f"[default: {param_default(finetune_codebooks_, 'lr')}].")
 @click.option("--finetune-embeddings", is_flag=True,
               help="Fine-tuning also trains the embedding tables' codebooks (kept fixed by "
                    "default).")
@@ -132,7 +133,7 @@ def _text(r: dict) -> str:
 @click.pass_context
 def compress(ctx: click.Context, model: str, recipe: str | None, bits: int,
              calibrate: bool | None, calibration_samples: int | None,
-             finetune_seconds: float | None, finetune_steps: int | None, finetune_lr: float,
+             finetune_seconds: float | None, finetune_steps: int | None, finetune_lr: float | None,
              finetune_embeddings: bool, entropy: bool, no_eval: bool, data: str | None,
              eval_data: str | None, embed_tokenizer: bool, output: str | None, as_json: bool,
              quiet: bool, **fields: object) -> None:
