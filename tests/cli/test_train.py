@@ -79,6 +79,10 @@ def test_text_output_names_error_bytes_ratio(tiny_mnist, tmp_path, capsys):
     (["lenet7", "--data", "DATA"], "lenet7"),
     (["lenet300", "--data", "DATA", "--sharing", "soft", "--soft-decay", "1.5"],
      "soft_decay must be a fraction"),
+    (["lenet300", "--data", "DATA", "--sharing", "hash", "--init", "DATA"],
+     "init (--init) is for prune-cluster and soft"),
+    (["lenet5", "--data", "DATA", "--sharing", "soft", "--soft-refit-bits", "fc9=2,3"],
+     "soft_refit_bits names 'fc9', which lenet5 does not have; its layers: conv1, conv2"),
 ])
 def test_errors_are_one_line_exit_1_nothing_written(args, message, tiny_mnist, tmp_path,
                                                     capsys, monkeypatch):
@@ -129,3 +133,15 @@ def test_soft_refit_bits_are_checked():
             TrainConfig(sharing="soft", soft_refit_bits=bad)
     with pytest.raises(ConfigError, match="soft_refit must be"):
         TrainConfig(sharing="soft", soft_refit=-1)
+
+
+def test_init_must_be_a_dense_file(tiny_mnist, tmp_path, capsys):
+    dense, pruned = tmp_path / "dense.safetensors", tmp_path / "pruned.safetensors"
+    train(["lenet300", "--epochs", "0.5"], tiny_mnist, dense, capsys)
+    train(["lenet300", "--sharing", "prune-cluster", "--init", str(dense), "--prune-epochs",
+           "0.5", "--finetune-epochs", "0"], tiny_mnist, pruned, capsys)
+    out = tmp_path / "x.safetensors"
+    code, _, err = run(["train", "lenet300", "--data", str(tiny_mnist), "--sharing", "soft",
+                        "--init", str(pruned), "-o", str(out)], capsys)
+    assert code == 1 and "holds zero-codebook weights, not a dense network" in err, err
+    assert err.count("\n") == 1 and not out.exists()

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from ..analysis.report import inspect as inspect_report
+from ..core.protocol import iter_shared
 from ..data.mnist import MNIST, load_mnist, random_shift
 from ..errors import ConfigError
 from ..io import load, save
@@ -126,8 +127,7 @@ class TrainConfig:
         "soft: epochs of training with the prior [default: per model]"))
     zero_std_start: float | None = field(default=None, metadata=_help(
         "soft: widen the zero component from this standard deviation to zero_std over "
-        "the first 70% of the run (geometrically); none: zero_std from the start "
-        "[default: per model]"))
+        "the first 70% of the run (geometrically); left out: zero_std from the start"))
     soft_scale: str = field(default="none", metadata=_help(
         "soft: none (the raw weights, one codebook for all layers) or layer (the prior "
         "sees each layer in units of its RMS; one codebook per layer)"))
@@ -144,8 +144,8 @@ class TrainConfig:
         "0: off [default: per model]"))
     soft_refit_bits: str | None = field(default=None, metadata=_help(
         "soft: bits per code of the refit's per-layer codebooks (2**bits values, zero "
-        "included): B for every layer, or LAYER=B,...,B (named layers, then the rest), "
-        "e.g. fc1=2,3) [default: per model]"))
+        "included): B for every layer, or LAYER=B pairs then B for the other layers, e.g. "
+        "fc1=2,3 or fc1=2,fc2=4,3 [default: per model]"))
     soft_every: int = field(default=4, metadata=_help(
         "soft: evaluate the prior every k-th step, k times as strong (the same pull, k "
         "times cheaper)"))
@@ -210,6 +210,7 @@ def run(config: TrainConfig, data: str | os.PathLike | MNIST, output: str | os.P
     counted in ``seconds["dense"]``).
     """
     config = config.resolved()
+    _check_start(config, init)
     out = check_output_path(output)
     if config.entropy:
         constriction()  # before any training: the coder must be there to save
@@ -238,6 +239,10 @@ def run(config: TrainConfig, data: str | os.PathLike | MNIST, output: str | os.P
     if config.sharing in FROM_DENSE:
         if init is not None:
             load(init, model)
+            kinds = sorted({weight.kind for *_, weight, _ in iter_shared(model)})
+            if kinds:
+                raise ConfigError(f"{init} holds {', '.join(kinds)} weights, not a dense "
+                                  "network: init (--init) needs a file written by sharing none")
         else:
             train(model, config.epochs, config.lr, config.seed)  # type: ignore[arg-type]
         result["dense_test_error"] = evaluate(model, mnist.test)["error"]
@@ -276,6 +281,23 @@ def run(config: TrainConfig, data: str | os.PathLike | MNIST, output: str | os.P
         "kinds": sorted({r.scheme for r in report.rows}),
     })
     return result
+
+
+def _check_start(config: TrainConfig, init: str | os.PathLike | None) -> None:
+    """ConfigError, before any data is read or training starts, for an ``init`` the row
+    would not use and for ``soft_refit_bits`` layers the network does not have."""
+    if init is not None and config.sharing not in FROM_DENSE:
+        raise ConfigError(f"init (--init) is for {' and '.join(FROM_DENSE)}, which start from "
+                          f"a dense file; sharing {config.sharing} trains from scratch: leave "
+                          "it out")
+    if config.sharing == "soft" and config.soft_refit:
+        named, _ = refit_bits(config.soft_refit_bits or "3")
+        layers = [n for n, m in build(config.model).named_modules()
+                  if isinstance(m, (nn.Linear, nn.Conv2d))]
+        unknown = sorted(set(named) - set(layers))
+        if unknown:
+            raise ConfigError(f"soft_refit_bits names {unknown[0]!r}, which {config.model} "
+                              f"does not have; its layers: {', '.join(layers)}")
 
 
 def _deep_compression(model: nn.Module, config: TrainConfig, train: Any,

@@ -11,6 +11,7 @@ from safetensors import safe_open
 
 import weightshare as ws
 from tests.zoo import mlp
+from weightshare.core.protocol import iter_shared
 from weightshare.errors import ConfigError, DataError
 from weightshare.methods.prune import ZeroCodebookWeight
 
@@ -131,6 +132,17 @@ def test_a_prior_whose_components_all_collapse_is_one_clear_error():
     with pytest.raises(DataError, match="collapsed into zero"):
         ws.soft_to_codebook_(model, prior)
     assert torch.equal(model[0].weight, before)  # nothing changed
+
+
+def test_a_layer_the_zero_component_claims_whole_is_one_clear_error():
+    model = mlp()
+    with torch.no_grad():
+        model[2].weight.mul_(1e-4)  # the middle layer: every weight within the zero's reach
+    prior = ws.SoftSharingPrior(model, components=5, zero_std=0.01)
+    before = model[2].weight.detach().clone()
+    with pytest.raises(DataError, match=r"claimed every weight of 2: .*now 0.01\)"):
+        ws.soft_to_codebook_(model, prior)
+    assert torch.equal(model[2].weight, before) and not list(iter_shared(model))
 
 
 def test_a_fixed_zero_std_stays_fixed_and_claims_the_small_weights(tiny_mlp):

@@ -39,7 +39,9 @@ def soft_to_codebook_(model: nn.Module, prior: SoftSharingPrior, merge: float = 
     """Snap the weights ``prior`` covers to its components and make them codebook weights,
     in place; returns ``model``.
 
-    Raises DataError when every component collapsed into zero (every weight would be 0).
+    Raises DataError when every component collapsed into zero, or when every weight of one
+    layer would be 0 (the network would compute nothing through it); the model is then
+    left as it was.
 
     Example:
         >>> import torch, weightshare as ws
@@ -76,10 +78,17 @@ def soft_to_codebook_(model: nn.Module, prior: SoftSharingPrior, merge: float = 
     label = group_of
     merged = torch.tensor(label)[chosen]  # component (merged) of every weight
     survivors = sorted({int(c) for c in merged.unique()} - {0})
+    now = "" if prior.zero_std is None else f"; now {prior.zero_std:g}"
+    fix = (f"narrow the zero component (zero_std, --zero-std{now}), lower the prior's weight "
+           "or zero_mixing, or train longer before snapping")
     if not survivors:
         raise DataError("every component of the prior collapsed into zero: all weights would be "
-                        "0; narrow the zero component (zero_std, --zero-std), lower the prior's "
-                        "weight or zero_mixing, or train longer before snapping")
+                        f"0; {fix}")
+    emptied = [name or "(model)" for (name, _), part in
+               zip(prior.tensors, merged.split([w.numel() for w in weights])) if not part.any()]
+    if emptied:
+        raise DataError(f"the prior's zero component claimed every weight of {emptied[0]}: the "
+                        f"network would compute nothing through it; {fix}")
     # codes ordered by value (as the prior sees it: per layer, the same order everywhere)
     values = torch.stack([seen[merged == c].double().mean() for c in survivors])
     order_by_value = values.argsort()
