@@ -59,9 +59,9 @@ FROM_DENSE = ("prune-cluster", "soft")  # rows that start from a trained dense n
 
 # the settings each network trains best with (None in a TrainConfig field means these)
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "lenet300": {"epochs": 20, "sparsity": 0.95, "prune_epochs": 40, "soft_epochs": 30,
+    "lenet300": {"epochs": 20, "sparsity": 0.95, "prune_epochs": 40, "soft_epochs": 20,
                  "finetune_epochs": 3, "zero_std": 0.0375, "prior_weight_end": 5e-6,
-                 "soft_decay": 0.0, "soft_refit": 10, "soft_refit_bits": "fc1=2,3"},
+                 "soft_decay": 0.0, "soft_refit": 20, "soft_refit_bits": "fc1=2,3"},
     # a LeNet-5 step costs ~8x a LeNet-300-100 step on one core: fewer epochs keep every
     # row within 15 minutes of one shared core (soft: few epochs under the prior, whose
     # term makes a step ~1.5x slower, more for the refit; chosen on the validation split,
