@@ -52,7 +52,7 @@ from ..methods.soft import AnnealPrior, HardenZero, SoftSharingPrior, soft_to_co
 from ..methods.soft.prior import SCALES
 from ..models.lenet import MODELS, build, equal_size, rebuild, widths
 from .loop import evaluate, fit
-from .refit import KeepZeros, recluster_, refit_bits
+from .refit import KeepZeros, check_refit_layers, recluster_, refit_bits
 
 SHARINGS = ("none", "small", "hash", "prune-cluster", "soft")
 FROM_DENSE = ("prune-cluster", "soft")  # rows that start from a trained dense network
@@ -291,13 +291,7 @@ def _check_start(config: TrainConfig, init: str | os.PathLike | None) -> None:
                           f"a dense file; sharing {config.sharing} trains from scratch: leave "
                           "it out")
     if config.sharing == "soft" and config.soft_refit:
-        named, _ = refit_bits(config.soft_refit_bits or "3")
-        layers = [n for n, m in build(config.model).named_modules()
-                  if isinstance(m, (nn.Linear, nn.Conv2d))]
-        unknown = sorted(set(named) - set(layers))
-        if unknown:
-            raise ConfigError(f"soft_refit_bits names {unknown[0]!r}, which {config.model} "
-                              f"does not have; its layers: {', '.join(layers)}")
+        check_refit_layers(build(config.model), config.soft_refit_bits or "3", config.model)
 
 
 def _deep_compression(model: nn.Module, config: TrainConfig, train: Any,

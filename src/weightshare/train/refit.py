@@ -16,6 +16,20 @@ from ..errors import ConfigError
 from ..methods.codebook import ClusterConfig, cluster_
 from ..methods.tie import untie_
 
+LAYERS = (nn.Linear, nn.Conv2d)  # the layers the refit keeps zeros in and re-clusters
+
+
+def check_refit_layers(model: nn.Module, bits: str, name: str = "the network") -> None:
+    """ConfigError when ``bits`` (:func:`refit_bits`) names a layer ``model`` (called
+    ``name`` in the message) does not have: before any training, since :func:`recluster_`
+    would find out only at its end."""
+    named, _ = refit_bits(bits)
+    layers = [n for n, m in model.named_modules() if isinstance(m, LAYERS)]
+    unknown = sorted(set(named) - set(layers))
+    if unknown:
+        raise ConfigError(f"soft_refit_bits names {unknown[0]!r}, which {name} does not have; "
+                          f"its layers: {', '.join(layers)}")
+
 
 def recluster_(model: nn.Module, bits: str, train: Callable[[], Any]) -> nn.Module:
     """Turn ``model``'s shared weights back into plain ones (ties dropped), run ``train()``
@@ -76,8 +90,7 @@ class KeepZeros:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        self.weights = [m.weight for m in model.modules()
-                        if isinstance(m, (nn.Linear, nn.Conv2d))]
+        self.weights = [m.weight for m in model.modules() if isinstance(m, LAYERS)]
         self.masks = [w.detach() != 0 for w in self.weights]
 
     @torch.no_grad()

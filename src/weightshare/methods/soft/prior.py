@@ -103,8 +103,8 @@ class SoftSharingPrior(nn.Module):
     the term on every k-th call only, k times as strong (the same pull on average, k times
     cheaper: the term visits every weight and component). ``scale``: ``"none"`` (the
     prior sees the weights as they are, one scale for all layers, as Ullrich et al.) or
-    ``"layer"`` (it sees each covered tensor divided by its own root mean square,
-    recomputed at every step). The layer scale makes the prior
+    ``"layer"`` (it sees each covered tensor divided by its own root mean square when the
+    prior is made, a constant from then on). The layer scale makes the prior
     blind to rescaling a layer: networks whose layers can trade scale (ReLU, max-pooling
     and the linear convolutions of LeNet-5 are positively homogeneous) otherwise shrink a
     whole layer into the zero component's reach, where its weights keep working while
