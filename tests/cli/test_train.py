@@ -78,7 +78,7 @@ def test_text_output_names_error_bytes_ratio(tiny_mnist, tmp_path, capsys):
      "is not a file"),
     (["lenet7", "--data", "DATA"], "lenet7"),
     (["lenet300", "--data", "DATA", "--sharing", "soft", "--soft-decay", "1.5"],
-     "soft_decay must be a fraction"),
+     "soft_decay (--soft-decay) must be a fraction"),
     (["lenet300", "--data", "DATA", "--sharing", "hash", "--init", "DATA"],
      "init (--init) is for prune-cluster and soft"),
     (["lenet5", "--data", "DATA", "--sharing", "soft", "--soft-refit-bits", "fc9=2,3"],
@@ -131,7 +131,7 @@ def test_soft_refit_bits_are_checked():
     for bad in ("fc1=x,3", "=2,3", "9", "fc1=2"):
         with pytest.raises(ConfigError, match="soft_refit_bits"):
             TrainConfig(sharing="soft", soft_refit_bits=bad)
-    with pytest.raises(ConfigError, match="soft_refit must be"):
+    with pytest.raises(ConfigError, match=r"soft_refit \(--soft-refit\) must be"):
         TrainConfig(sharing="soft", soft_refit=-1)
 
 
@@ -144,4 +144,9 @@ def test_init_must_be_a_dense_file(tiny_mnist, tmp_path, capsys):
     code, _, err = run(["train", "lenet300", "--data", str(tiny_mnist), "--sharing", "soft",
                         "--init", str(pruned), "-o", str(out)], capsys)
     assert code == 1 and "holds zero-codebook weights, not a dense network" in err, err
+    assert err.count("\n") == 1 and not out.exists()
+    # another network's dense file: named before any data is read or training starts
+    code, _, err = run(["train", "lenet5", "--data", str(tiny_mnist), "--sharing", "soft",
+                        "--init", str(dense), "-o", str(out)], capsys)
+    assert code == 1 and "holds a lenet300, not a lenet5" in err, err
     assert err.count("\n") == 1 and not out.exists()

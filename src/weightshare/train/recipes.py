@@ -39,11 +39,11 @@ import torch
 from torch import nn
 
 from ..analysis.report import inspect as inspect_report
-from ..core.protocol import iter_shared
 from ..data.mnist import MNIST, load_mnist, random_shift
 from ..errors import ConfigError
 from ..io import load, save
 from ..io.entropy import constriction
+from ..io.read import read_metadata
 from ..io.write import check_output_path
 from ..methods.codebook import ClusterConfig, cluster_
 from ..methods.hash import hash_
@@ -70,6 +70,11 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
                "finetune_epochs": 2, "zero_std": 0.03, "prior_weight_end": 5e-6,
                "soft_decay": 0.0, "soft_refit": 12, "soft_refit_bits": "3"},
 }
+
+
+def _flag(name: str) -> str:
+    """A field named for both kinds of user: ``soft_refit (--soft-refit)``."""
+    return f"{name} (--{name.replace('_', '-')})"
 
 
 def _help(text: str) -> dict[str, Any]:
@@ -160,39 +165,43 @@ class TrainConfig:
         if self.model not in MODELS:
             raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
         if self.sharing not in SHARINGS:
-            raise ConfigError(f"sharing must be one of {', '.join(SHARINGS)}, got "
+            raise ConfigError(f"{_flag('sharing')} must be one of {', '.join(SHARINGS)}, got "
                               f"{self.sharing!r}")
         if not 0 < self.ratio <= 1:
-            raise ConfigError(f"ratio must be a fraction in (0, 1], got {self.ratio!r}")
+            raise ConfigError(f"{_flag('ratio')} must be a fraction in (0, 1], got "
+                              f"{self.ratio!r}")
         if not 1 <= self.bits <= 8:
-            raise ConfigError(f"bits must be 1..8, got {self.bits!r}")
+            raise ConfigError(f"{_flag('bits')} must be 1..8, got {self.bits!r}")
         if self.sparsity is not None and not 0 <= self.sparsity < 1:
-            raise ConfigError(f"sparsity must be a fraction 0 <= s < 1, got {self.sparsity!r}")
+            raise ConfigError(f"{_flag('sparsity')} must be a fraction 0 <= s < 1, got "
+                              f"{self.sparsity!r}")
         if self.finetune_epochs is not None and self.finetune_epochs < 0:
-            raise ConfigError(f"finetune_epochs must be >= 0, got {self.finetune_epochs!r}")
+            raise ConfigError(f"{_flag('finetune_epochs')} must be >= 0, got "
+                              f"{self.finetune_epochs!r}")
         for name in ("epochs", "prune_epochs", "soft_epochs", "zero_std", "zero_std_start"):
             value = getattr(self, name)
             if value is not None and not value > 0:
-                raise ConfigError(f"{name} must be > 0, got {value!r}")
+                raise ConfigError(f"{_flag(name)} must be > 0, got {value!r}")
         end = self.prior_weight_end
         if not (self.prior_weight > 0 and (end is None or end > 0)):
-            raise ConfigError("prior_weight and prior_weight_end must be > 0")
+            raise ConfigError(f"{_flag('prior_weight')} and {_flag('prior_weight_end')} "
+                              "must be > 0")
         if self.soft_scale not in SCALES:
-            raise ConfigError(f"soft_scale must be one of {', '.join(SCALES)}, got "
+            raise ConfigError(f"{_flag('soft_scale')} must be one of {', '.join(SCALES)}, got "
                               f"{self.soft_scale!r}")
         if self.soft_harden < 0:
-            raise ConfigError(f"soft_harden must be >= 0, got {self.soft_harden!r}")
+            raise ConfigError(f"{_flag('soft_harden')} must be >= 0, got {self.soft_harden!r}")
         if self.soft_decay is not None and not 0 <= self.soft_decay <= 1:
-            raise ConfigError(f"soft_decay must be a fraction in [0, 1], got "
+            raise ConfigError(f"{_flag('soft_decay')} must be a fraction in [0, 1], got "
                               f"{self.soft_decay!r}")
         if self.soft_refit is not None and self.soft_refit < 0:
-            raise ConfigError(f"soft_refit must be >= 0, got {self.soft_refit!r}")
+            raise ConfigError(f"{_flag('soft_refit')} must be >= 0, got {self.soft_refit!r}")
         if self.soft_refit_bits is not None:
             refit_bits(self.soft_refit_bits)  # raises ConfigError when malformed
         if self.soft_every < 1:
-            raise ConfigError(f"soft_every must be >= 1, got {self.soft_every!r}")
+            raise ConfigError(f"{_flag('soft_every')} must be >= 1, got {self.soft_every!r}")
         if self.validation < 0 or self.batch_size < 1:
-            raise ConfigError("validation must be >= 0, batch_size >= 1")
+            raise ConfigError(f"{_flag('validation')} must be >= 0, {_flag('batch_size')} >= 1")
 
     def resolved(self) -> TrainConfig:
         """This config with every None replaced by the network's default."""
@@ -238,11 +247,7 @@ def run(config: TrainConfig, data: str | os.PathLike | MNIST, output: str | os.P
 
     if config.sharing in FROM_DENSE:
         if init is not None:
-            load(init, model)
-            kinds = sorted({weight.kind for *_, weight, _ in iter_shared(model)})
-            if kinds:
-                raise ConfigError(f"{init} holds {', '.join(kinds)} weights, not a dense "
-                                  "network: init (--init) needs a file written by sharing none")
+            load(init, model)  # checked to be a dense file of this network (_check_init)
         else:
             train(model, config.epochs, config.lr, config.seed)  # type: ignore[arg-type]
         result["dense_test_error"] = evaluate(model, mnist.test)["error"]
@@ -290,8 +295,25 @@ def _check_start(config: TrainConfig, init: str | os.PathLike | None) -> None:
         raise ConfigError(f"init (--init) is for {' and '.join(FROM_DENSE)}, which start from "
                           f"a dense file; sharing {config.sharing} trains from scratch: leave "
                           "it out")
+    if init is not None:
+        _check_init(config.model, init)
     if config.sharing == "soft" and config.soft_refit:
         check_refit_layers(build(config.model), config.soft_refit_bits or "3", config.model)
+
+
+def _check_init(model: str, init: str | os.PathLike) -> None:
+    """ConfigError, from the file's metadata alone (no tensor read), for an ``init`` that
+    holds shared weights or another network than ``model``."""
+    meta = read_metadata(init)
+    kinds = sorted({str(scheme.get("kind")) for scheme in meta.get("schemes", {}).values()})
+    if kinds:
+        raise ConfigError(f"{init} holds {', '.join(kinds)} weights, not a dense network: "
+                          "init (--init) needs a file written by sharing none")
+    spec = meta.get("extra", {}).get("lenet")
+    name = spec.get("name") if isinstance(spec, dict) else None
+    if name is not None and name != model:
+        raise ConfigError(f"{init} holds a {name}, not a {model}: give the {model} dense "
+                          f"file (weightshare train {model} --sharing none)")
 
 
 def _deep_compression(model: nn.Module, config: TrainConfig, train: Any,
@@ -350,8 +372,6 @@ def dense_file_bytes(model: nn.Module) -> int:
 
 def load_row(path: str | os.PathLike) -> nn.Module:
     """A file written by :func:`run`, loaded into the LeNet its metadata describes."""
-    from ..io.read import read_metadata
-
     spec = read_metadata(path).get("extra", {}).get("lenet")
     if not isinstance(spec, dict):
         raise ConfigError(f"{path} was not written by weightshare train (no LeNet "
