@@ -133,6 +133,8 @@ def test_soft_refit_bits_are_checked():
             TrainConfig(sharing="soft", soft_refit_bits=bad)
     with pytest.raises(ConfigError, match=r"soft_refit \(--soft-refit\) must be"):
         TrainConfig(sharing="soft", soft_refit=-1)
+    with pytest.raises(ConfigError, match=r"soft_refit_finetune \(--soft-refit-finetune\)"):
+        TrainConfig(sharing="soft", soft_refit_finetune=-1)
 
 
 def test_init_must_be_a_dense_file(tiny_mnist, tmp_path, capsys):

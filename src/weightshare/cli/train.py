@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 import torch
 
-from ..data.mnist import load_mnist
 from ..io.write import check_output_path
 from ..methods.soft.prior import SCALES
 from ..models.lenet import MODELS
@@ -93,6 +92,7 @@ def _text(r: dict) -> str:
 @click.option("--soft-decay", **_opt("soft_decay", float))
 @click.option("--soft-refit", **_opt("soft_refit", float))
 @click.option("--soft-refit-bits", **_opt("soft_refit_bits", str))
+@click.option("--soft-refit-finetune", **_opt("soft_refit_finetune", float))
 @click.option("--soft-every", **_opt("soft_every", int))
 @click.option("--soft-harden", **_opt("soft_harden", int))
 @click.option("--entropy", is_flag=True, help=field_help(TrainConfig, "entropy"))
@@ -115,8 +115,9 @@ def train(model: str, data_path: str, sharing: str, init: str | None, threads: i
     out = check_output_path(output or f"{model}-{sharing}.safetensors")
     if init is not None and not Path(init).is_file():
         raise click.BadParameter(f"{init} is not a file", param_hint="--init")
-    data = load_mnist(data_path)  # checked before any training
     if threads is not None:
         torch.set_num_threads(threads)
-    result = run(config, data, out, init=init, progress=None if not quiet else False)
+    # run checks init and the refit's layers, then reads (and checks) the data, before
+    # any training
+    result = run(config, data_path, out, init=init, progress=None if not quiet else False)
     emit(result, as_json, quiet, _text)

@@ -61,14 +61,16 @@ FROM_DENSE = ("prune-cluster", "soft")  # rows that start from a trained dense n
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "lenet300": {"epochs": 20, "sparsity": 0.95, "prune_epochs": 40, "soft_epochs": 20,
                  "finetune_epochs": 3, "zero_std": 0.0375, "prior_weight_end": 5e-6,
-                 "soft_decay": 0.0, "soft_refit": 20, "soft_refit_bits": "fc1=2,3"},
+                 "soft_decay": 0.0, "soft_refit": 80, "soft_refit_bits": "fc1=2,3",
+                 "soft_refit_finetune": 6},
     # a LeNet-5 step costs ~8x a LeNet-300-100 step on one core: fewer epochs keep every
     # row within 15 minutes of one shared core (soft: few epochs under the prior, whose
     # term makes a step ~1.5x slower, more for the refit; chosen on the validation split,
     # docs/benchmarks.md "Soft weight sharing: the refit")
     "lenet5": {"epochs": 10, "sparsity": 0.96, "prune_epochs": 10, "soft_epochs": 8,
                "finetune_epochs": 2, "zero_std": 0.03, "prior_weight_end": 5e-6,
-               "soft_decay": 0.0, "soft_refit": 12, "soft_refit_bits": "3"},
+               "soft_decay": 0.0, "soft_refit": 12, "soft_refit_bits": "3",
+               "soft_refit_finetune": 2},
 }
 
 
@@ -145,12 +147,16 @@ class TrainConfig:
     soft_refit: float | None = field(default=None, metadata=_help(
         "soft: after the snap and fine-tuning, train the surviving weights freely for this "
         "many epochs (the prior's zeros kept), then cluster each layer again to "
-        "soft_refit_bits with a pinned zero and fine-tune the shared values once more; "
+        "soft_refit_bits with a pinned zero and fine-tune the shared values once more "
+        "(soft_refit_finetune epochs); "
         "0: off [default: per model]"))
     soft_refit_bits: str | None = field(default=None, metadata=_help(
         "soft: bits per code of the refit's per-layer codebooks (2**bits values, zero "
         "included): B for every layer, or LAYER=B pairs then B for the other layers, e.g. "
         "fc1=2,3 or fc1=2,fc2=4,3 [default: per model]"))
+    soft_refit_finetune: float | None = field(default=None, metadata=_help(
+        "soft: epochs of fine-tuning the refit's codebooks (codes and zeros fixed) "
+        "[default: per model]"))
     soft_every: int = field(default=4, metadata=_help(
         "soft: evaluate the prior every k-th step, k times as strong (the same pull, k "
         "times cheaper)"))
@@ -194,8 +200,10 @@ class TrainConfig:
         if self.soft_decay is not None and not 0 <= self.soft_decay <= 1:
             raise ConfigError(f"{_flag('soft_decay')} must be a fraction in [0, 1], got "
                               f"{self.soft_decay!r}")
-        if self.soft_refit is not None and self.soft_refit < 0:
-            raise ConfigError(f"{_flag('soft_refit')} must be >= 0, got {self.soft_refit!r}")
+        for name in ("soft_refit", "soft_refit_finetune"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{_flag(name)} must be >= 0, got {value!r}")
         if self.soft_refit_bits is not None:
             refit_bits(self.soft_refit_bits)  # raises ConfigError when malformed
         if self.soft_every < 1:
@@ -357,8 +365,8 @@ def _soft(model: nn.Module, config: TrainConfig, train: Any, result: dict[str, A
         recluster_(model, config.soft_refit_bits or "3",
                    lambda: train(model, config.soft_refit, config.lr, config.seed + 3,
                                  callbacks=[KeepZeros(model)]))
-        if config.finetune_epochs:
-            train(model, config.finetune_epochs, config.lr / 4, config.seed + 4)
+        if config.soft_refit_finetune:
+            train(model, config.soft_refit_finetune, config.lr / 4, config.seed + 4)
 
 
 def dense_file_bytes(model: nn.Module) -> int:
