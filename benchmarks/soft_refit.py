@@ -1,0 +1,115 @@
+"""Choosing soft sharing's refit on the validation split: from one file of the soft row
+stopped after the prior (``--soft-refit 0``), run the refit with several settings and
+report each one's validation error and ratio. The prior's epochs (most of a row's time)
+are trained once per seed; each setting then costs only its free epochs.
+
+    weightshare train lenet300 --data ../shared/data/mnist.npz --sharing soft --entropy \
+        --validation 5000 --init DENSE55K --threads 1 --soft-refit 0 --seed S -o pS.safetensors
+    python benchmarks/soft_refit.py --data ../shared/data/mnist.npz --seed S pS.safetensors \
+        --setting e20:epochs=20,finetune=3 --setting e80ft6:epochs=80,finetune=6 \
+        [--out benchmarks/results/soft_refit.json]
+
+Each setting reproduces what the row's code path (``recipes._soft`` after the snap) does
+with the same seed: ``recluster_`` (survivors free with the zeros kept, per-layer
+zero-sharing codebooks) then the codebooks' fine-tune. The validation images are the
+same ``validation`` images the row held out; the test set is never read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import weightshare as ws
+from weightshare.data.mnist import load_mnist, random_shift
+from weightshare.models.lenet import widths
+from weightshare.train.recipes import dense_file_bytes, load_row
+from weightshare.train.refit import KeepZeros, recluster_
+
+DEFAULTS = {"epochs": 20.0, "finetune": 3.0, "lr": 1e-3, "bits": "fc1=2,3"}
+
+
+def parse_setting(text: str) -> tuple[str, dict]:
+    """``NAME:key=value,...`` (keys: epochs, finetune, lr, bits; bits last, since its
+    value may hold commas) -> (NAME, settings)."""
+    name, _, rest = text.partition(":")
+    setting = dict(DEFAULTS)
+    if "bits=" in rest:
+        rest, _, setting["bits"] = rest.partition("bits=")
+    for pair in filter(None, rest.split(",")):
+        key, _, value = pair.partition("=")
+        if key not in DEFAULTS:
+            raise SystemExit(f"--setting {text!r}: unknown key {key!r}; use "
+                             f"{', '.join(DEFAULTS)}")
+        setting[key] = float(value)
+    return name, setting
+
+
+def refit(start: torch.nn.Module, train, held, setting: dict, seed: int) -> dict:
+    model = copy.deepcopy(start)
+
+    def fit(epochs: float, lr: float, step_seed: int, **kw) -> None:
+        ws.fit(model, train, epochs=epochs, lr=lr, batch_size=100, augment=random_shift,
+               seed=step_seed, progress=False, **kw)
+
+    begin = time.perf_counter()
+    result: dict = {}
+
+    def free() -> None:
+        fit(setting["epochs"], setting["lr"], seed + 3, callbacks=[KeepZeros(model)])
+        result["free_validation_error"] = ws.evaluate(model, held)["error"]
+
+    recluster_(model, setting["bits"], free)
+    result["clustered_validation_error"] = ws.evaluate(model, held)["error"]
+    if setting["finetune"]:
+        fit(setting["finetune"], setting["lr"] / 4, seed + 4)
+    result["validation_error"] = ws.evaluate(model, held)["error"]
+    result["seconds"] = time.perf_counter() - begin
+    with tempfile.TemporaryDirectory() as tmp:
+        path = ws.save(model, Path(tmp) / "x.safetensors", extra={"lenet": widths(model)},
+                       entropy=True)
+        result["file_bytes"] = path.stat().st_size
+    result["ratio"] = dense_file_bytes(model) / result["file_bytes"]
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("start", help="a soft row's file written with --soft-refit 0")
+    ap.add_argument("--data", required=True, help="mnist.npz or a directory of IDX files")
+    ap.add_argument("--validation", type=int, default=5000,
+                    help="the held-out images of the run that wrote START")
+    ap.add_argument("--seed", type=int, default=0, help="the seed of the run that wrote START")
+    ap.add_argument("--setting", action="append", required=True,
+                    help="NAME:epochs=E,finetune=F,lr=LR,bits=SPEC (repeatable)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=None, help="JSON of the results (appended by name)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    train, held = load_mnist(args.data).holdout(args.validation)
+    start = load_row(args.start)
+    results = {"start": args.start, "seed": args.seed,
+               "start_validation_error": ws.evaluate(start, held)["error"], "settings": {}}
+    for text in args.setting:
+        name, setting = parse_setting(text)
+        row = refit(start, train, held, setting, args.seed)
+        results["settings"][name] = {"setting": setting, **row}
+        print(f"{name:>10}: validation {100 * row['validation_error']:.2f}% (free "
+              f"{100 * row['free_validation_error']:.2f}%, clustered "
+              f"{100 * row['clustered_validation_error']:.2f}%) at {row['ratio']:.1f}x, "
+              f"{row['seconds']:.0f} s", flush=True)
+    if args.out:
+        out = Path(args.out)
+        previous = json.loads(out.read_text()) if out.exists() else {}
+        previous[f"{Path(args.start).name}"] = results
+        out.write_text(json.dumps(previous, indent=1))
+
+
+if __name__ == "__main__":
+    main()
