@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import weightshare as ws
 from tests.cli.test_cli import run
@@ -152,3 +153,12 @@ def test_init_must_be_a_dense_file(tiny_mnist, tmp_path, capsys):
                         "--init", str(dense), "-o", str(out)], capsys)
     assert code == 1 and "holds a lenet300, not a lenet5" in err, err
     assert err.count("\n") == 1 and not out.exists()
+    # a safetensors file that is not a weightshare file: no advice that would not help here
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(plain))
+    code, _, err = run(["train", "lenet300", "--data", str(tiny_mnist), "--sharing", "soft",
+                        "--init", str(plain), "-o", str(out)], capsys)
+    assert code == 1 and "not a weightshare file" in err and "--sharing none" in err, err
+    assert "compress" not in err and err.count("\n") == 1 and not out.exists()

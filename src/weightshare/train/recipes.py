@@ -40,7 +40,7 @@ from torch import nn
 
 from ..analysis.report import inspect as inspect_report
 from ..data.mnist import MNIST, load_mnist, random_shift
-from ..errors import ConfigError
+from ..errors import ConfigError, FormatError
 from ..io import load, save
 from ..io.entropy import constriction
 from ..io.read import read_metadata
@@ -312,16 +312,19 @@ def _check_start(config: TrainConfig, init: str | os.PathLike | None) -> None:
 def _check_init(model: str, init: str | os.PathLike) -> None:
     """ConfigError, from the file's metadata alone (no tensor read), for an ``init`` that
     holds shared weights or another network than ``model``."""
-    meta = read_metadata(init)
+    fix = f"init (--init) needs the file of `weightshare train {model} --sharing none`"
+    try:
+        meta = read_metadata(init)
+    except FormatError as error:  # its own advice (e.g. "run weightshare compress") would mislead
+        raise FormatError(f"{str(error).split(';')[0]}: {fix}") from None
     kinds = sorted({str(scheme.get("kind")) for scheme in meta.get("schemes", {}).values()})
     if kinds:
-        raise ConfigError(f"{init} holds {', '.join(kinds)} weights, not a dense network: "
-                          "init (--init) needs a file written by sharing none")
+        raise ConfigError(f"{init} holds {', '.join(kinds)} weights, not a dense network: {fix}")
     spec = meta.get("extra", {}).get("lenet")
     name = spec.get("name") if isinstance(spec, dict) else None
-    if name is not None and name != model:
-        raise ConfigError(f"{init} holds a {name}, not a {model}: give the {model} dense "
-                          f"file (weightshare train {model} --sharing none)")
+    if name is not None and name != model:  # without the description (a file the user
+        # saved with ws.save) its tensors are checked when it loads
+        raise ConfigError(f"{init} holds a {name}, not a {model}: {fix}")
 
 
 def _deep_compression(model: nn.Module, config: TrainConfig, train: Any,
