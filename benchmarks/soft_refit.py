@@ -10,8 +10,8 @@ are trained once per seed; each setting then costs only its free epochs.
         [--out benchmarks/results/soft_refit.json]
 
 Each setting reproduces what the row's code path (``recipes._soft`` after the snap) does
-with the same seed: ``recluster_`` (survivors free with the zeros kept, per-layer
-zero-sharing codebooks) then the codebooks' fine-tune. The validation images are the
+with the same seed: it calls the same ``refit_`` (survivors free with the zeros kept,
+per-layer zero-sharing codebooks, then the codebooks' fine-tune). The validation images are the
 same ``validation`` images the row held out; the test set is never read.
 """
 
@@ -31,7 +31,7 @@ from weightshare.data.mnist import load_mnist, random_shift
 from weightshare.errors import ConfigError
 from weightshare.models.lenet import widths
 from weightshare.train.recipes import dense_file_bytes, load_row
-from weightshare.train.refit import KeepZeros, check_refit_layers, recluster_
+from weightshare.train.refit import check_refit_layers, refit_
 
 DEFAULTS = {"epochs": 20.0, "finetune": 3.0, "lr": 1e-3, "bits": "fc1=2,3"}
 
@@ -63,21 +63,18 @@ def parse_setting(text: str, model: torch.nn.Module) -> tuple[str, dict]:
 def refit(start: torch.nn.Module, train, held, setting: dict, seed: int) -> dict:
     model = copy.deepcopy(start)
 
-    def fit(epochs: float, lr: float, step_seed: int, **kw) -> None:
-        ws.fit(model, train, epochs=epochs, lr=lr, batch_size=100, augment=random_shift,
+    def fit(m: torch.nn.Module, epochs: float, lr: float, step_seed: int, **kw) -> None:
+        ws.fit(m, train, epochs=epochs, lr=lr, batch_size=100, augment=random_shift,
                seed=step_seed, progress=False, **kw)
 
-    begin = time.perf_counter()
     result: dict = {}
 
-    def free() -> None:
-        fit(setting["epochs"], setting["lr"], seed + 3, callbacks=[KeepZeros(model)])
-        result["free_validation_error"] = ws.evaluate(model, held)["error"]
+    def measure(stage: str) -> None:
+        result[f"{stage}_validation_error"] = ws.evaluate(model, held)["error"]
 
-    recluster_(model, setting["bits"], free)
-    result["clustered_validation_error"] = ws.evaluate(model, held)["error"]
-    if setting["finetune"]:
-        fit(setting["finetune"], setting["lr"] / 4, seed + 4)
+    begin = time.perf_counter()
+    refit_(model, setting["bits"], fit, setting["epochs"], setting["finetune"],
+           setting["lr"], seed, measure)
     result["validation_error"] = ws.evaluate(model, held)["error"]
     result["seconds"] = time.perf_counter() - begin
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,6 +117,7 @@ def main() -> None:
               f"{row['seconds']:.0f} s", flush=True)
         if out:
             out.write_text(json.dumps(results, indent=1))
+
 
 if __name__ == "__main__":
     main()

@@ -52,7 +52,7 @@ from ..methods.soft import AnnealPrior, HardenZero, SoftSharingPrior, soft_to_co
 from ..methods.soft.prior import SCALES
 from ..models.lenet import MODELS, build, equal_size, rebuild, widths
 from .loop import evaluate, fit
-from .refit import KeepZeros, check_refit_layers, recluster_, refit_bits
+from .refit import check_refit_layers, refit_, refit_bits
 
 SHARINGS = ("none", "small", "hash", "prune-cluster", "soft")
 FROM_DENSE = ("prune-cluster", "soft")  # rows that start from a trained dense network
@@ -299,11 +299,11 @@ def run(config: TrainConfig, data: str | os.PathLike | MNIST, output: str | os.P
 def _check_start(config: TrainConfig, init: str | os.PathLike | None) -> None:
     """ConfigError, before any data is read or training starts, for an ``init`` the row
     would not use and for ``soft_refit_bits`` layers the network does not have."""
-    if init is not None and config.sharing not in FROM_DENSE:
-        raise ConfigError(f"init (--init) is for {' and '.join(FROM_DENSE)}, which start from "
-                          f"a dense file; sharing {config.sharing} trains from scratch: leave "
-                          "it out")
     if init is not None:
+        if config.sharing not in FROM_DENSE:
+            raise ConfigError(f"init (--init) is for {' and '.join(FROM_DENSE)}, which start "
+                              f"from a dense file; sharing {config.sharing} trains from "
+                              "scratch: leave it out")
         _check_init(config.model, init)
     if config.sharing == "soft" and config.soft_refit:
         check_refit_layers(build(config.model), config.soft_refit_bits or "3", config.model)
@@ -365,11 +365,8 @@ def _soft(model: nn.Module, config: TrainConfig, train: Any, result: dict[str, A
     if config.soft_refit:
         # the prior chose the zeros; the survivors, held near its few shared values, then
         # train freely (zeros kept) and are clustered again per layer
-        recluster_(model, config.soft_refit_bits or "3",
-                   lambda: train(model, config.soft_refit, config.lr, config.seed + 3,
-                                 callbacks=[KeepZeros(model)]))
-        if config.soft_refit_finetune:
-            train(model, config.soft_refit_finetune, config.lr / 4, config.seed + 4)
+        refit_(model, config.soft_refit_bits or "3", train, config.soft_refit,
+               config.soft_refit_finetune or 0.0, config.lr, config.seed)
 
 
 def dense_file_bytes(model: nn.Module) -> int:

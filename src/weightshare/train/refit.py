@@ -48,6 +48,27 @@ def recluster_(model: nn.Module, bits: str, train: Callable[[], Any]) -> nn.Modu
     return model
 
 
+def refit_(model: nn.Module, bits: str, train: Callable[..., Any], epochs: float,
+           finetune: float, lr: float, seed: int,
+           measure: Callable[[str], Any] | None = None) -> nn.Module:
+    """The soft row's refit, in place: :func:`recluster_` with ``epochs`` of free training
+    at ``lr`` (zeros kept, seed ``seed + 3``), then ``finetune`` epochs of the codebooks at
+    ``lr / 4`` (seed ``seed + 4``). ``train(model, epochs, lr, seed, **kw)`` trains;
+    ``measure(stage)``, if given, is called after the free epochs (``"free"``) and after
+    clustering (``"clustered"``)."""
+    def free() -> None:
+        train(model, epochs, lr, seed + 3, callbacks=[KeepZeros(model)])
+        if measure:
+            measure("free")
+
+    recluster_(model, bits, free)
+    if measure:
+        measure("clustered")
+    if finetune:
+        train(model, finetune, lr / 4, seed + 4)
+    return model
+
+
 def refit_bits(spec: str) -> tuple[dict[str, int], int]:
     """``soft_refit_bits`` parsed: ({layer: bits}, bits of the other layers).
 
